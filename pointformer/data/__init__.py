@@ -1,0 +1,1 @@
+"""Data: readers, the synthetic LiDAR simulator, transforms, datasets."""

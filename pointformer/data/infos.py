@@ -1,0 +1,300 @@
+"""Info records: everything needed to load a sample except the points themselves.
+
+Every reader resolves its dataset's own tables into ``SampleInfo`` records (which files hold
+the points, how each maps into the sample's frame, the boxes already in our frame), and one
+loader, :func:`load_sample`, turns a record into a ``Sample``. Info files are these records as
+JSON, so training never re-parses a dataset's tables and never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from pointformer.structures import Annotations, Boxes3D, Sample
+
+log = logging.getLogger(__name__)
+
+INFO_FORMAT_VERSION = 1
+
+
+@dataclass
+class PointSource:
+    """One cloud on disk and how it maps into the sample frame.
+
+    ``path``: relative to the dataset root (or absolute). ``format``: a key of the point-format
+    registry (``bin``, ``npy``, ``pcd``, ``ply``, ``las``, ``waymo_v2`` ...). ``columns``: the
+    names of the file's columns (for raw formats). ``sample_from_source``: 4x4 pose taking the
+    file's xyz into the sample frame (None = identity). ``time_lag``: seconds before the keyframe.
+    ``labels_path``: per-point uint8 semantic ids (nuScenes lidarseg). ``key``: format-specific
+    lookup (e.g. a frame timestamp inside a Parquet file).
+    """
+
+    path: str
+    format: str
+    columns: tuple[str, ...] = ("x", "y", "z", "intensity")
+    sample_from_source: list[list[float]] | None = None
+    time_lag: float = 0.0
+    labels_path: str | None = None
+    key: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        self.columns = tuple(self.columns)
+
+
+@dataclass
+class SampleInfo:
+    """One frame: its keyframe cloud, earlier sweeps (newest first) and annotations in our frame.
+
+    ``annotations`` holds lists: ``boxes`` (M, 7 or 9), ``names``, ``num_points``,
+    ``attributes``, ``ids``; None for unlabelled data.
+    """
+
+    dataset: str
+    sample_id: str
+    lidar: PointSource
+    sweeps: list[PointSource] = field(default_factory=list)
+    annotations: dict[str, list] | None = None
+    scene: str = ""
+    timestamp_us: int = 0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(record: dict[str, Any]) -> "SampleInfo":
+        record = dict(record)
+        record["lidar"] = PointSource(**record["lidar"])
+        record["sweeps"] = [PointSource(**s) for s in record.get("sweeps", [])]
+        return SampleInfo(**record)
+
+
+# ----------------------------------------------------------------- annotations
+def annotations_to_record(annotations: Annotations) -> dict[str, list]:
+    """JSON-able form of ``Annotations`` (boxes as float64 lists, NaN kept as null)."""
+    boxes = annotations.boxes.tensor.detach().cpu().to(torch.float64).numpy()
+    return {
+        "boxes": [[None if not np.isfinite(v) else float(v) for v in row] for row in boxes],
+        "names": list(annotations.names),
+        "num_points": [int(v) for v in annotations.num_points.tolist()],
+        "attributes": list(annotations.attributes),
+        "ids": list(annotations.ids),
+    }
+
+
+def annotations_from_record(record: dict[str, list] | None, with_velocity: bool = True) -> Annotations:
+    if record is None or len(record["boxes"]) == 0:
+        return Annotations.empty(with_velocity)
+    boxes = np.array([[np.nan if v is None else v for v in row] for row in record["boxes"]], dtype=np.float64)
+    return Annotations(
+        Boxes3D(torch.from_numpy(boxes).float()),
+        list(record["names"]),
+        torch.tensor(record["num_points"], dtype=torch.int64),
+        list(record["attributes"]),
+        list(record["ids"]),
+    )
+
+
+# ------------------------------------------------------------- point formats
+@dataclass
+class LoadedCloud:
+    """A cloud as read from one source, still in the source frame."""
+
+    points: np.ndarray  # (N, C) float32
+    columns: tuple[str, ...]
+    labels: np.ndarray | None = None  # (N,) int64 semantic ids
+    instance_ids: np.ndarray | None = None  # (N,) int64
+
+
+PointLoader = Callable[[PointSource, Path], LoadedCloud]
+_POINT_LOADERS: dict[str, PointLoader] = {}
+
+
+def register_point_format(name: str, loader: PointLoader) -> None:
+    """Make ``PointSource(format=name)`` loadable by ``loader(source, path) -> LoadedCloud``."""
+    _POINT_LOADERS[name] = loader
+
+
+def _loader_for(source: PointSource) -> PointLoader:
+    if source.format not in _POINT_LOADERS:
+        # Formats register themselves when their reader module is imported.
+        from pointformer.data import readers  # noqa: F401
+    if source.format not in _POINT_LOADERS:
+        raise ValueError(
+            f"{source.path}: unknown point format {source.format!r}; known: {sorted(_POINT_LOADERS)}"
+        )
+    return _POINT_LOADERS[source.format]
+
+
+def resolve(root: str | os.PathLike | None, path: str) -> Path:
+    path_obj = Path(path)
+    return path_obj if path_obj.is_absolute() or root is None else Path(root) / path_obj
+
+
+def load_cloud(source: PointSource, root: str | os.PathLike | None) -> LoadedCloud:
+    """Read one source, attach its lidarseg labels, and move its xyz into the sample frame."""
+    path = resolve(root, source.path)
+    cloud = _loader_for(source)(source, path)
+    if source.labels_path is not None:
+        cloud.labels = read_lidarseg(resolve(root, source.labels_path), expected=len(cloud.points), cloud_path=path)
+    if source.sample_from_source is not None and len(cloud.points):
+        pose = np.asarray(source.sample_from_source, dtype=np.float64)
+        xyz = cloud.points[:, :3].astype(np.float64) @ pose[:3, :3].T + pose[:3, 3]
+        cloud.points = cloud.points.copy()
+        cloud.points[:, :3] = xyz.astype(np.float32)
+    return cloud
+
+
+def read_lidarseg(path: Path, expected: int, cloud_path: Path) -> np.ndarray:
+    """uint8 per-point label file -> (N,) int64; its length must match the cloud."""
+    if not path.is_file():
+        raise FileNotFoundError(f"lidarseg labels {path} (for {cloud_path}) not found")
+    labels = np.fromfile(path, dtype=np.uint8)
+    if labels.shape[0] != expected:
+        raise ValueError(f"{path}: {labels.shape[0]} lidarseg labels for {expected} points in {cloud_path}")
+    return labels.astype(np.int64)
+
+
+# ------------------------------------------------------------------- loading
+def load_sample(
+    info: SampleInfo,
+    root: str | os.PathLike | None,
+    *,
+    num_sweeps: int | None = None,
+    feature_columns: Sequence[str] = ("intensity",),
+    time_lag: bool | None = None,
+    sweep_min_distance: float = 1.0,
+) -> Sample:
+    """Load a record into a ``Sample`` in our frame.
+
+    ``num_sweeps``: earlier sweeps to merge (None = all in the record, 0 = keyframe only).
+    ``feature_columns``: point features kept after x, y, z; a column the data lacks is an error.
+    ``time_lag``: append the seconds-before-keyframe column (default: when sweeps are merged).
+    ``sweep_min_distance``: sweep points closer than this (metres, in xy) to their own sensor are
+    ego-vehicle returns and are dropped (counted in ``meta['dropped_close']``).
+    Non-finite points are dropped and counted in ``meta['dropped_non_finite']``.
+    """
+    sweeps = info.sweeps if num_sweeps is None else info.sweeps[:num_sweeps]
+    if time_lag is None:
+        time_lag = bool(num_sweeps) if num_sweeps is not None else bool(info.sweeps)
+    columns = ("x", "y", "z", *feature_columns) + (("time_lag",) if time_lag else ())
+
+    parts, labels, instances = [], [], []
+    dropped_close = 0
+    for index, source in enumerate([info.lidar, *sweeps]):
+        cloud = load_cloud(source, root)
+        if index > 0 and sweep_min_distance > 0:
+            keep = _far_from_sensor(cloud, source, sweep_min_distance)
+            dropped_close += int((~keep).sum())
+            cloud = _select_cloud(cloud, keep)
+        parts.append(_pick_columns(cloud, feature_columns, source, time_lag))
+        labels.append(cloud.labels if index == 0 else None)
+        instances.append(cloud.instance_ids if index == 0 else None)
+
+    points = np.concatenate(parts, axis=0) if parts else np.zeros((0, len(columns)), np.float32)
+    point_labels = _merge_optional(labels, [len(p) for p in parts])
+    instance_ids = _merge_optional(instances, [len(p) for p in parts])
+
+    finite = np.isfinite(points).all(axis=1)
+    dropped_non_finite = int((~finite).sum())
+    if dropped_non_finite:
+        log.warning("%s: dropped %d non-finite points", info.lidar.path, dropped_non_finite)
+        points = points[finite]
+        point_labels = None if point_labels is None else point_labels[finite]
+        instance_ids = None if instance_ids is None else instance_ids[finite]
+
+    meta = {
+        **info.meta,
+        "dataset": info.dataset,
+        "sample_id": info.sample_id,
+        "scene": info.scene,
+        "timestamp_us": info.timestamp_us,
+        "lidar_path": info.lidar.path,
+        "num_sweeps": len(sweeps),
+        "dropped_non_finite": dropped_non_finite,
+        "dropped_close": dropped_close,
+    }
+    return Sample(
+        points=torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32)),
+        point_columns=columns,
+        annotations=annotations_from_record(info.annotations),
+        point_labels=None if point_labels is None else torch.from_numpy(point_labels),
+        instance_ids=None if instance_ids is None else torch.from_numpy(instance_ids),
+        meta=meta,
+    )
+
+
+def _far_from_sensor(cloud: LoadedCloud, source: PointSource, min_distance: float) -> np.ndarray:
+    """Mask of points at least ``min_distance`` from the source's sensor origin, in xy."""
+    if source.sample_from_source is None:
+        origin = np.zeros(3)
+    else:
+        origin = np.asarray(source.sample_from_source, dtype=np.float64)[:3, 3]
+    offset = cloud.points[:, :2].astype(np.float64) - origin[:2]
+    return np.hypot(offset[:, 0], offset[:, 1]) >= min_distance
+
+
+def _select_cloud(cloud: LoadedCloud, keep: np.ndarray) -> LoadedCloud:
+    return LoadedCloud(
+        cloud.points[keep],
+        cloud.columns,
+        None if cloud.labels is None else cloud.labels[keep],
+        None if cloud.instance_ids is None else cloud.instance_ids[keep],
+    )
+
+
+def _pick_columns(cloud: LoadedCloud, features: Sequence[str], source: PointSource, time_lag: bool) -> np.ndarray:
+    missing = [c for c in ("x", "y", "z", *features) if c not in cloud.columns]
+    if missing:
+        raise ValueError(f"{source.path}: point columns {missing} requested but the file has {cloud.columns}")
+    index = [cloud.columns.index(c) for c in ("x", "y", "z", *features)]
+    picked = cloud.points[:, index].astype(np.float32, copy=False)
+    if time_lag:
+        lag = np.full((len(picked), 1), source.time_lag, dtype=np.float32)
+        picked = np.concatenate([picked, lag], axis=1)
+    return picked
+
+
+def _merge_optional(parts: list[np.ndarray | None], counts: list[int]) -> np.ndarray | None:
+    """Concatenate per-source arrays, -1 where a source has none; None if no source has any."""
+    if all(p is None for p in parts):
+        return None
+    return np.concatenate(
+        [p.astype(np.int64) if p is not None else np.full(n, -1, np.int64) for p, n in zip(parts, counts)]
+    )
+
+
+# ---------------------------------------------------------------- info files
+def save_infos(path: str | os.PathLike, infos: Sequence[SampleInfo], **header: Any) -> None:
+    """Write records as one JSON document ``{"version", **header, "infos": [...]}``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    document = {"version": INFO_FORMAT_VERSION, **header, "infos": [i.to_dict() for i in infos]}
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(document, allow_nan=False))
+    os.replace(tmp, path)
+
+
+def load_infos(path: str | os.PathLike) -> tuple[list[SampleInfo], dict[str, Any]]:
+    """Read an info file -> (records, header)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"info file {path} not found (create it with tools/create_data.py)")
+    try:
+        document = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not a JSON info file ({error})") from error
+    if not isinstance(document, dict) or "infos" not in document:
+        raise ValueError(f"{path}: info file has no 'infos' list")
+    if document.get("version") != INFO_FORMAT_VERSION:
+        raise ValueError(f"{path}: info format version {document.get('version')}, expected {INFO_FORMAT_VERSION}")
+    header = {k: v for k, v in document.items() if k != "infos"}
+    return [SampleInfo.from_dict(r) for r in document["infos"]], header

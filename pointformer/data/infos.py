@@ -112,6 +112,7 @@ class LoadedCloud:
     columns: tuple[str, ...]
     labels: np.ndarray | None = None  # (N,) int64 semantic ids
     instance_ids: np.ndarray | None = None  # (N,) int64
+    dropped_close: int = 0
 
 
 PointLoader = Callable[[PointSource, Path], LoadedCloud]
@@ -139,12 +140,17 @@ def resolve(root: str | os.PathLike | None, path: str) -> Path:
     return path_obj if path_obj.is_absolute() or root is None else Path(root) / path_obj
 
 
-def load_cloud(source: PointSource, root: str | os.PathLike | None) -> LoadedCloud:
-    """Read one source, attach its lidarseg labels, and move its xyz into the sample frame."""
+def load_cloud(source: PointSource, root: str | os.PathLike | None, min_distance: float = 0.0) -> LoadedCloud:
+    """Read one source, attach its lidarseg labels, drop points within ``min_distance`` of the
+    sensor (square rule, in the source frame), and move xyz into the sample frame."""
     path = resolve(root, source.path)
     cloud = _loader_for(source)(source, path)
     if source.labels_path is not None:
         cloud.labels = read_lidarseg(resolve(root, source.labels_path), expected=len(cloud.points), cloud_path=path)
+    if min_distance > 0:
+        keep = _outside_ego_square(cloud.points, min_distance)
+        cloud = _select_cloud(cloud, keep)
+        cloud.dropped_close = int((~keep).sum())
     if source.sample_from_source is not None and len(cloud.points):
         pose = np.asarray(source.sample_from_source, dtype=np.float64)
         xyz = cloud.points[:, :3].astype(np.float64) @ pose[:3, :3].T + pose[:3, 3]
@@ -178,8 +184,8 @@ def load_sample(
     ``num_sweeps``: earlier sweeps to merge (None = all in the record, 0 = keyframe only).
     ``feature_columns``: point features kept after x, y, z; a column the data lacks is an error.
     ``time_lag``: append the seconds-before-keyframe column (default: when sweeps are merged).
-    ``sweep_min_distance``: sweep points closer than this (metres, in xy) to their own sensor are
-    ego-vehicle returns and are dropped (counted in ``meta['dropped_close']``).
+    ``sweep_min_distance``: sweep points with |x| and |y| below this (metres, in their own sensor
+    frame) are ego-vehicle returns and are dropped (counted in ``meta['dropped_close']``).
     Non-finite points are dropped and counted in ``meta['dropped_non_finite']``.
     """
     sweeps = info.sweeps if num_sweeps is None else info.sweeps[:num_sweeps]
@@ -190,11 +196,8 @@ def load_sample(
     parts, labels, instances = [], [], []
     dropped_close = 0
     for index, source in enumerate([info.lidar, *sweeps]):
-        cloud = load_cloud(source, root)
-        if index > 0 and sweep_min_distance > 0:
-            keep = _far_from_sensor(cloud, source, sweep_min_distance)
-            dropped_close += int((~keep).sum())
-            cloud = _select_cloud(cloud, keep)
+        cloud = load_cloud(source, root, min_distance=sweep_min_distance if index > 0 else 0.0)
+        dropped_close += cloud.dropped_close
         parts.append(_pick_columns(cloud, feature_columns, source, time_lag))
         labels.append(cloud.labels if index == 0 else None)
         instances.append(cloud.instance_ids if index == 0 else None)
@@ -232,14 +235,11 @@ def load_sample(
     )
 
 
-def _far_from_sensor(cloud: LoadedCloud, source: PointSource, min_distance: float) -> np.ndarray:
-    """Mask of points at least ``min_distance`` from the source's sensor origin, in xy."""
-    if source.sample_from_source is None:
-        origin = np.zeros(3)
-    else:
-        origin = np.asarray(source.sample_from_source, dtype=np.float64)[:3, 3]
-    offset = cloud.points[:, :2].astype(np.float64) - origin[:2]
-    return np.hypot(offset[:, 0], offset[:, 1]) >= min_distance
+def _outside_ego_square(points: np.ndarray, min_distance: float) -> np.ndarray:
+    """Mask of points outside the square |x| < d and |y| < d around the sensor, in the sensor's
+    own frame (the nuScenes devkit's and mmdetection3d's ``remove_close`` rule)."""
+    close = (np.abs(points[:, 0]) < min_distance) & (np.abs(points[:, 1]) < min_distance)
+    return ~close
 
 
 def _select_cloud(cloud: LoadedCloud, keep: np.ndarray) -> LoadedCloud:

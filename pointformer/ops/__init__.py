@@ -1,0 +1,1 @@
+"""Tensor algorithms: voxelizers, window grouping, box ops. One public function per idea."""

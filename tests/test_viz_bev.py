@@ -1,0 +1,40 @@
+"""The BEV render draws what it is given where it belongs: checked on the picture's pixels."""
+
+import numpy as np
+import torch
+from matplotlib.colors import to_rgb
+from matplotlib.image import imread
+
+from pointformer.structures import Annotations, Boxes3D, Sample
+from pointformer.viz.bev import BevView, class_color, render_bev
+
+
+def _pixels_near(image: np.ndarray, color: str, tol: float = 0.08) -> np.ndarray:
+    return np.all(np.abs(image[..., :3] - np.array(to_rgb(color))) < tol, axis=-1)
+
+
+def _sample(boxes, names, points=None):
+    points = torch.zeros((0, 4)) if points is None else points
+    return Sample(points, ("x", "y", "z", "intensity"), Annotations.from_boxes(Boxes3D(boxes), names))
+
+
+def test_box_lands_on_the_expected_side(tmp_path):
+    # A big bus behind and to the right of the ego (the legend sits top right, away from it).
+    sample = _sample(torch.tensor([[-30.0, -30.0, 0.0, 12.0, 3.0, 3.5, 0.0]]), ["bus"])
+    image = imread(render_bev(sample, tmp_path / "bev.png", view=BevView(half_extent=60.0)))
+    hits = np.argwhere(_pixels_near(image, class_color("bus")))
+    assert len(hits) > 20
+    rows, cols = hits[:, 0], hits[:, 1]
+    height, width = image.shape[:2]
+    # +x is to the right of the image, +y up: rear-right -> left half, lower half.
+    assert cols.max() < width / 2 and rows.min() > height / 2
+
+
+def test_empty_cloud_and_no_boxes_render(tmp_path):
+    path = render_bev(_sample(torch.zeros((0, 7)), []), tmp_path / "empty.png")
+    assert imread(path).shape[0] > 100
+
+
+def test_points_outside_view_are_skipped_without_error(tmp_path):
+    points = torch.tensor([[1e6, 1e6, 0.0, 0.0], [1.0, 1.0, 0.0, 0.0]])
+    render_bev(_sample(torch.zeros((0, 7)), [], points), tmp_path / "far.png")

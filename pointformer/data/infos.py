@@ -54,7 +54,9 @@ class SampleInfo:
     """One frame: its keyframe cloud, earlier sweeps (newest first) and annotations in our frame.
 
     ``annotations`` holds lists: ``boxes`` (M, 7 or 9), ``names``, ``num_points``,
-    ``attributes``, ``ids``; None for unlabelled data.
+    ``attributes``, ``ids``; None for unlabelled data. ``max_sweeps``: the sweeps the record
+    was built to hold (the first samples of a sequence may have fewer); it fixes the point
+    columns, so every sample of a dataset gets the same ones.
     """
 
     dataset: str
@@ -64,6 +66,7 @@ class SampleInfo:
     annotations: dict[str, list] | None = None
     scene: str = ""
     timestamp_us: int = 0
+    max_sweeps: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -183,14 +186,15 @@ def load_sample(
 
     ``num_sweeps``: earlier sweeps to merge (None = all in the record, 0 = keyframe only).
     ``feature_columns``: point features kept after x, y, z; a column the data lacks is an error.
-    ``time_lag``: append the seconds-before-keyframe column (default: when sweeps are merged).
+    ``time_lag``: append the seconds-before-keyframe column (default: when sweeps are asked for,
+    ``num_sweeps`` or else the record's ``max_sweeps`` > 0).
     ``sweep_min_distance``: sweep points with |x| and |y| below this (metres, in their own sensor
     frame) are ego-vehicle returns and are dropped (counted in ``meta['dropped_close']``).
     Non-finite points are dropped and counted in ``meta['dropped_non_finite']``.
     """
     sweeps = info.sweeps if num_sweeps is None else info.sweeps[:num_sweeps]
     if time_lag is None:
-        time_lag = bool(num_sweeps) if num_sweeps is not None else bool(info.sweeps)
+        time_lag = (info.max_sweeps if num_sweeps is None else num_sweeps) > 0
     columns = ("x", "y", "z", *feature_columns) + (("time_lag",) if time_lag else ())
 
     parts, labels, instances = [], [], []
@@ -274,10 +278,13 @@ def _merge_optional(parts: list[np.ndarray | None], counts: list[int]) -> np.nda
 
 # ---------------------------------------------------------------- info files
 def save_infos(path: str | os.PathLike, infos: Sequence[SampleInfo], **header: Any) -> None:
-    """Write records as one JSON document ``{"version", **header, "infos": [...]}``."""
+    """Write records as one JSON document ``{"info_version", **header, "infos": [...]}``."""
+    reserved = {"info_version", "infos"} & set(header)
+    if reserved:
+        raise ValueError(f"save_infos: header keys {sorted(reserved)} are reserved")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    document = {"version": INFO_FORMAT_VERSION, **header, "infos": [i.to_dict() for i in infos]}
+    document = {"info_version": INFO_FORMAT_VERSION, **header, "infos": [i.to_dict() for i in infos]}
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(document, allow_nan=False))
     os.replace(tmp, path)
@@ -294,7 +301,9 @@ def load_infos(path: str | os.PathLike) -> tuple[list[SampleInfo], dict[str, Any
         raise ValueError(f"{path}: not a JSON info file ({error})") from error
     if not isinstance(document, dict) or "infos" not in document:
         raise ValueError(f"{path}: info file has no 'infos' list")
-    if document.get("version") != INFO_FORMAT_VERSION:
-        raise ValueError(f"{path}: info format version {document.get('version')}, expected {INFO_FORMAT_VERSION}")
+    if document.get("info_version") != INFO_FORMAT_VERSION:
+        raise ValueError(
+            f"{path}: info format version {document.get('info_version')}, expected {INFO_FORMAT_VERSION}"
+        )
     header = {k: v for k, v in document.items() if k != "infos"}
     return [SampleInfo.from_dict(r) for r in document["infos"]], header

@@ -2,3 +2,7 @@
 point formats it needs; ``pointformer.data.infos.load_sample`` turns a record into a ``Sample``."""
 
 from . import files  # noqa: F401  (registers bin / npy)
+from . import nuscenes  # noqa: F401  (registers the nuScenes / Lyft .bin point format)
+from . import waymo  # noqa: F401  (registers waymo_v2)
+from . import kitti  # noqa: F401
+from . import custom  # noqa: F401

@@ -124,7 +124,7 @@ case "$ACTION" in
   demo)
     install_project "viz,las"
     log "main job: synthetic dataset -> work_dirs/demo/"
-    "$VENV/bin/python" tools/demo.py --work-dir work_dirs/demo
+    "$VENV/bin/python" tools/quickstart.py --work-dir work_dirs/demo
     ;;
   test)
     install_project "dev"

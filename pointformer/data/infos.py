@@ -54,7 +54,8 @@ class SampleInfo:
     """One frame: its keyframe cloud, earlier sweeps (newest first) and annotations in our frame.
 
     ``annotations`` holds lists: ``boxes`` (M, 7 or 9), ``names``, ``num_points``,
-    ``attributes``, ``ids``; None for unlabelled data. ``max_sweeps``: the sweeps the record
+    ``attributes``, ``ids``, and ``box_dim`` (7 or 9, so that a frame without boxes still has
+    the dataset's box width); None for unlabelled data. ``max_sweeps``: the sweeps the record
     was built to hold (the first samples of a sequence may have fewer); it fixes the point
     columns, so every sample of a dataset gets the same ones.
     """
@@ -85,6 +86,7 @@ def annotations_to_record(annotations: Annotations) -> dict[str, list]:
     """JSON-able form of ``Annotations`` (boxes as float64 lists, NaN kept as null)."""
     boxes = annotations.boxes.tensor.detach().cpu().to(torch.float64).numpy()
     return {
+        "box_dim": int(annotations.boxes.tensor.shape[1]),
         "boxes": [[None if not np.isfinite(v) else float(v) for v in row] for row in boxes],
         "names": list(annotations.names),
         "num_points": [int(v) for v in annotations.num_points.tolist()],
@@ -94,8 +96,10 @@ def annotations_to_record(annotations: Annotations) -> dict[str, list]:
 
 
 def annotations_from_record(record: dict[str, list] | None, with_velocity: bool = True) -> Annotations:
+    """Inverse of :func:`annotations_to_record`; an empty record keeps its ``box_dim``."""
     if record is None or len(record["boxes"]) == 0:
-        return Annotations.empty(with_velocity)
+        box_dim = (record or {}).get("box_dim", 9 if with_velocity else 7)
+        return Annotations.empty(with_velocity=box_dim == 9)
     boxes = np.array([[np.nan if v is None else v for v in row] for row in record["boxes"]], dtype=np.float64)
     return Annotations(
         Boxes3D(torch.from_numpy(boxes).float()),

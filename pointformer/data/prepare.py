@@ -45,9 +45,9 @@ def layout_class_names(root: str | os.PathLike, layout: str) -> tuple[str, ...]:
         return KITTI_CLASSES
     if layout == "waymo":
         return WAYMO_CLASSES
-    from .readers.custom import read_dataset_config
+    from .readers.custom import custom_class_names
 
-    return tuple(read_dataset_config(root).classes)
+    return tuple(custom_class_names(root))
 
 
 def prepare_dataset(

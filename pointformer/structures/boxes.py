@@ -279,8 +279,23 @@ class Boxes3D:
         velo_to_rect = np.asarray(velo_to_rect, dtype=np.float64)
         bottom = array[:, :3] - np.stack([np.zeros(len(array)), np.zeros(len(array)), array[:, 5] / 2], axis=1)
         location = bottom @ velo_to_rect[:3, :3].T + velo_to_rect[:3, 3]
-        heading = np.stack([np.cos(array[:, 6]), np.sin(array[:, 6]), np.zeros(len(array))], axis=1)
-        heading_cam = heading @ velo_to_rect[:3, :3].T
-        rotation_y = normalize_yaw(np.arctan2(-heading_cam[:, 2], heading_cam[:, 0]))
+        rotation_y = camera_rotation_y(array[:, 6], velo_to_rect)
         return {"location": location, "dims_hwl": array[:, [5, 4, 3]].copy(), "rotation_y": rotation_y}
 
+
+def camera_rotation_y(yaw: np.ndarray, velo_to_rect: np.ndarray) -> np.ndarray:
+    """(N,) LiDAR yaw -> (N,) KITTI ``rotation_y``: the exact inverse of the reader's conversion.
+
+    The reader takes the camera heading (cos ry, 0, -sin ry) through the calibration rotation and
+    keeps its heading in the LiDAR xy plane; here ry is solved so that this heading points along
+    ``yaw``: cos(ry) a x d = sin(ry) b x d, with a, b the xy parts of the camera x and z axes.
+    """
+    yaw = np.asarray(yaw, dtype=np.float64).reshape(-1)
+    rotation = np.linalg.inv(np.asarray(velo_to_rect, dtype=np.float64))[:3, :3]
+    a, b = rotation[:2, 0], rotation[:2, 2]
+    dx, dy = np.cos(yaw), np.sin(yaw)
+    cross_a, cross_b = dx * a[1] - dy * a[0], dx * b[1] - dy * b[0]
+    ry = np.arctan2(cross_a, cross_b)
+    heading = np.cos(ry)[:, None] * a - np.sin(ry)[:, None] * b
+    backwards = heading[:, 0] * dx + heading[:, 1] * dy < 0
+    return normalize_yaw(np.where(backwards, ry + np.pi, ry))

@@ -97,6 +97,7 @@ def read_custom_labels(path: str | os.PathLike, classes: Sequence[str] | None = 
     with_velocity = any(p["velocity"] is not None for p in parsed)
     rows = [p["box"] + ((p["velocity"] or [math.nan, math.nan]) if with_velocity else []) for p in parsed]
     return {
+        "box_dim": 9 if with_velocity else 7,
         "boxes": [[None if math.isnan(v) else v for v in row] for row in rows],
         "names": [p["name"] for p in parsed],
         "num_points": [p["num_points"] for p in parsed],
@@ -213,9 +214,10 @@ class CustomReader:
 
     def _align_velocity(self) -> None:
         """One box width for the whole split: 9 columns (NaN velocity where absent) if any box has one."""
-        if not any(len(r["boxes"]) and len(r["boxes"][0]) == 9 for r in self._labels.values()):
+        if not any(r["box_dim"] == 9 for r in self._labels.values()):
             return
         for record in self._labels.values():
+            record["box_dim"] = 9
             record["boxes"] = [row + [None, None] if len(row) == 7 else row for row in record["boxes"]]
 
     def __len__(self) -> int:

@@ -31,6 +31,7 @@ import torch
 from pointformer.data.infos import PointSource, SampleInfo, load_sample
 from pointformer.data.readers.files import KITTI_COLUMNS, count_points_in_boxes, read_raw_bin
 from pointformer.structures import Boxes3D, Sample
+from pointformer.structures.boxes import camera_rotation_y
 from pointformer.structures.rotation import normalize_yaw
 
 KITTI_FOLDERS: tuple[str, ...] = ("training", "testing")
@@ -184,24 +185,6 @@ def write_kitti_labels(path: str | os.PathLike, objects: Sequence[KittiObject], 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(obj.to_line(decimals) + "\n" for obj in objects))
-
-
-def camera_rotation_y(yaw: np.ndarray, velo_to_rect: np.ndarray) -> np.ndarray:
-    """(N,) LiDAR yaw -> (N,) KITTI ``rotation_y``: the exact inverse of the reader's conversion.
-
-    The reader takes the camera heading (cos ry, 0, -sin ry) through the calibration rotation and
-    keeps its heading in the LiDAR xy plane; here ry is solved so that this heading points along
-    ``yaw``: cos(ry) a x d = sin(ry) b x d, with a, b the xy parts of the camera x and z axes.
-    """
-    yaw = np.asarray(yaw, dtype=np.float64).reshape(-1)
-    rotation = np.linalg.inv(np.asarray(velo_to_rect, dtype=np.float64))[:3, :3]
-    a, b = rotation[:2, 0], rotation[:2, 2]
-    dx, dy = np.cos(yaw), np.sin(yaw)
-    cross_a, cross_b = dx * a[1] - dy * a[0], dx * b[1] - dy * b[0]
-    ry = np.arctan2(cross_a, cross_b)
-    heading = np.cos(ry)[:, None] * a - np.sin(ry)[:, None] * b
-    backwards = heading[:, 0] * dx + heading[:, 1] * dy < 0
-    return normalize_yaw(np.where(backwards, ry + np.pi, ry))
 
 
 def image_boxes(boxes: Boxes3D, calib: KittiCalib, image_shape: tuple[int, int] | None = None) -> np.ndarray:
@@ -381,6 +364,7 @@ class KittiReader:
         else:
             num_points = [-1] * len(boxes)
         return {
+            "box_dim": 7,
             "boxes": boxes.tensor.tolist(),
             "names": [o.type for o in objects],
             "num_points": [int(v) for v in num_points],

@@ -398,7 +398,7 @@ def _annotation_record(tables: NuScenesTables, annotations: list[dict], ours_fro
         num_points.append(int(tables.value("sample_annotation", annotation, "num_lidar_pts")))
         attributes.append(_attribute_names(tables, annotation))
         ids.append(instance["token"])
-    return {"boxes": boxes, "names": names, "num_points": num_points, "attributes": attributes, "ids": ids}
+    return {"box_dim": 9, "boxes": boxes, "names": names, "num_points": num_points, "attributes": attributes, "ids": ids}
 
 
 def _attribute_names(tables: NuScenesTables, annotation: dict) -> str:

@@ -442,7 +442,7 @@ def read_box_records(path: str | os.PathLike) -> dict[int, dict[str, Any]]:
 
 
 def _empty_box_record() -> dict[str, Any]:
-    return {"boxes": [], "names": [], "num_points": [], "attributes": [], "ids": [], "detection_difficulty": {}}
+    return {"box_dim": 9, "boxes": [], "names": [], "num_points": [], "attributes": [], "ids": [], "detection_difficulty": {}}
 
 
 # ------------------------------------------------------------------- reader

@@ -24,9 +24,10 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from pointformer.data.infos import SampleInfo, load_cloud, load_sample
+from pointformer.data.infos import SampleInfo, load_cloud
+from pointformer.data.readers.base import LazyFrameReader
 from pointformer.data.readers.files import count_points_in_boxes, frame_stem, point_extension, point_source
-from pointformer.structures import Annotations, Boxes3D, Sample
+from pointformer.structures import Annotations, Boxes3D
 from pointformer.structures.rotation import normalize_yaw
 
 DATASET_KEYS: tuple[str, ...] = ("classes", "point_columns", "point_dtype")
@@ -189,7 +190,7 @@ def write_custom_labels(path: str | os.PathLike, annotations: Annotations) -> No
 
 
 # ------------------------------------------------------------------ the reader
-class CustomReader:
+class CustomReader(LazyFrameReader):
     """A custom LiDAR dataset (layout in the module docstring) as ``SampleInfo`` records.
 
     ``split``: None (every frame in ``points/``) or the name of ``splits/<split>.txt``.
@@ -200,6 +201,7 @@ class CustomReader:
     """
 
     def __init__(self, root: str | os.PathLike, split: str | None = None, *, count_points: bool = True):
+        super().__init__()
         self.root = Path(root)
         self.config = read_dataset_config(self.root)
         self.count_points = count_points
@@ -210,7 +212,6 @@ class CustomReader:
             i: read_custom_labels(self._label_files[i], self.config.classes) for i in self.ids if i in self._label_files
         }
         self._align_velocity()
-        self._infos: dict[int, SampleInfo] = {}
 
     def _align_velocity(self) -> None:
         """One box width for the whole split: 9 columns (NaN velocity where absent) if any box has one."""
@@ -219,22 +220,6 @@ class CustomReader:
         for record in self._labels.values():
             record["box_dim"] = 9
             record["boxes"] = [row + [None, None] if len(row) == 7 else row for row in record["boxes"]]
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    @property
-    def infos(self) -> list[SampleInfo]:
-        return [self.info(i) for i in range(len(self))]
-
-    def info(self, index: int) -> SampleInfo:
-        index = range(len(self))[index]
-        if index not in self._infos:
-            self._infos[index] = self._build_info(self.ids[index])
-        return self._infos[index]
-
-    def __getitem__(self, index: int) -> Sample:
-        return load_sample(self.info(index), self.root)
 
     def _build_info(self, frame_id: str) -> SampleInfo:
         relative = self._point_files[frame_id].relative_to(self.root)

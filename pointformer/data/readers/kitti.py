@@ -28,9 +28,10 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from pointformer.data.infos import PointSource, SampleInfo, load_sample
+from pointformer.data.infos import PointSource, SampleInfo
+from pointformer.data.readers.base import LazyFrameReader
 from pointformer.data.readers.files import KITTI_COLUMNS, count_points_in_boxes, read_raw_bin
-from pointformer.structures import Boxes3D, Sample
+from pointformer.structures import Boxes3D
 from pointformer.structures.boxes import camera_rotation_y
 from pointformer.structures.rotation import normalize_yaw
 
@@ -277,7 +278,7 @@ def read_png_shape(path: str | os.PathLike) -> tuple[int, int]:
 
 
 # ------------------------------------------------------------------ the reader
-class KittiReader:
+class KittiReader(LazyFrameReader):
     """KITTI object detection frames as ``SampleInfo`` records.
 
     ``split``: ``training`` / ``testing`` (every velodyne file of that folder) or the name of an
@@ -301,6 +302,7 @@ class KittiReader:
         *,
         count_points: bool = True,
     ):
+        super().__init__()
         self.root = Path(root)
         if ids is not None:
             self.folder, self.ids = _split_folder(split), [str(i) for i in ids]
@@ -313,26 +315,9 @@ class KittiReader:
             raise FileNotFoundError(
                 f"{len(missing)} KITTI velodyne file(s) not found, e.g. {self._path('velodyne', missing[0], '.bin')}"
             )
-        self._infos: dict[int, SampleInfo] = {}
 
     def _path(self, kind: str, frame_id: str, suffix: str) -> Path:
         return self.root / self.folder / kind / f"{frame_id}{suffix}"
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    @property
-    def infos(self) -> list[SampleInfo]:
-        return [self.info(i) for i in range(len(self))]
-
-    def info(self, index: int) -> SampleInfo:
-        index = range(len(self))[index]
-        if index not in self._infos:
-            self._infos[index] = self._build_info(self.ids[index])
-        return self._infos[index]
-
-    def __getitem__(self, index: int) -> Sample:
-        return load_sample(self.info(index), self.root)
 
     def _build_info(self, frame_id: str) -> SampleInfo:
         velodyne = self._path("velodyne", frame_id, ".bin")

@@ -66,10 +66,15 @@ def prepare_dataset(
     split, the GT database. ``max_sweeps`` earlier sweeps are recorded per sample (nuScenes,
     Waymo). A split that selects no sample is skipped with a warning."""
     root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset root {root} not found")
     layout = layout or detect_layout(root)
     out_dir = Path(out_dir) if out_dir is not None else root
     result = PreparedDataset(root, layout)
-    for split in splits or default_splits(root, layout, version):
+    splits = splits or default_splits(root, layout, version)
+    if not splits:
+        raise ValueError(f"{root}: no {layout} split found (see datasets/README.md for the layout)")
+    for split in splits:
         try:
             reader = open_reader(root, layout, split, **_reader_options(layout, version, max_sweeps))
         except ValueError as error:

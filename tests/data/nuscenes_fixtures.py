@@ -9,7 +9,7 @@ from pointformer.data.classes import (
     NUSCENES_LIDARSEG_CATEGORIES,
 )
 from pointformer.data.synthetic.nuscenes_layout import NuScenesBox, NuScenesSceneData, NuScenesSweep
-from pointformer.structures.rotation import matrix_to_quaternion, pose_matrix, yaw_matrix
+from pointformer.structures.rotation import matrix_to_quaternion, normalize_yaw, pose_matrix, yaw_matrix
 
 # One raw category per detection class, plus one the benchmark does not score.
 DETECTION_CATEGORIES: tuple[str, ...] = tuple(
@@ -127,3 +127,32 @@ def random_scene(
         name=name, description=f"random test scene {name}", location=location,
         ego_from_lidar=ego_from_lidar, sweeps=sweeps, keyframe_boxes=boxes,
     )
+
+
+def devkit_boxes_in_ours(nusc, sample: dict) -> dict[str, np.ndarray]:
+    """Each annotation of a sample, moved into the keyframe LIDAR_TOP frame with the devkit's own
+    Box methods (as ``get_sample_data`` does) and then into our frame, keyed by instance token."""
+    from nuscenes.eval.common.utils import quaternion_yaw
+    from pyquaternion import Quaternion
+
+    sd = nusc.get("sample_data", sample["data"]["LIDAR_TOP"])
+    pose = nusc.get("ego_pose", sd["ego_pose_token"])
+    calibration = nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
+    _, sensor_boxes, _ = nusc.get_sample_data(sd["token"])
+    out = {}
+    for token, sensor_box in zip(sample["anns"], sensor_boxes):
+        box = nusc.get_box(token)
+        box.velocity = nusc.box_velocity(token)
+        box.translate(-np.array(pose["translation"]))
+        box.rotate(Quaternion(pose["rotation"]).inverse)
+        box.translate(-np.array(calibration["translation"]))
+        box.rotate(Quaternion(calibration["rotation"]).inverse)
+        np.testing.assert_allclose(box.center, sensor_box.center, atol=1e-9)
+        # Our frame written out independently of the reader's constant: x = nus y, y = -nus x.
+        center = np.array([box.center[1], -box.center[0], box.center[2]])
+        velocity = np.array([box.velocity[1], -box.velocity[0]])
+        yaw = normalize_yaw(quaternion_yaw(box.orientation) - np.pi / 2)
+        w, l, h = box.wlh
+        instance = nusc.get("sample_annotation", token)["instance_token"]
+        out[instance] = np.array([*center, l, w, h, yaw, velocity[0], velocity[1]])
+    return out

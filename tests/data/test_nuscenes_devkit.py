@@ -16,12 +16,10 @@ import pytest
 pytest.importorskip("nuscenes")
 from nuscenes import NuScenes  # noqa: E402
 from nuscenes.eval.common.config import config_factory  # noqa: E402
-from nuscenes.eval.common.utils import quaternion_yaw  # noqa: E402
 from nuscenes.eval.detection.evaluate import DetectionEval  # noqa: E402
 from nuscenes.utils.data_classes import LidarPointCloud  # noqa: E402
 from nuscenes.utils.data_io import load_bin_file  # noqa: E402
-from nuscenes_fixtures import random_scene  # noqa: E402
-from pyquaternion import Quaternion  # noqa: E402
+from nuscenes_fixtures import devkit_boxes_in_ours, random_scene  # noqa: E402
 
 from pointformer.data.classes import NUSCENES_CATEGORY_TO_DETECTION  # noqa: E402
 from pointformer.data.readers.nuscenes import (  # noqa: E402
@@ -68,32 +66,6 @@ def test_devkit_loads_every_table(dataset):
         assert tokens[-1] == scene["last_sample_token"] and len(tokens) == scene["nbr_samples"]
 
 
-def _devkit_boxes_in_ours(nusc: NuScenes, sample: dict) -> dict[str, np.ndarray]:
-    """Each annotation of a sample, moved into the keyframe LIDAR_TOP frame with the devkit's own
-    Box methods (as ``get_sample_data`` does) and then into our frame, keyed by instance token."""
-    sd = nusc.get("sample_data", sample["data"]["LIDAR_TOP"])
-    pose = nusc.get("ego_pose", sd["ego_pose_token"])
-    calibration = nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
-    _, sensor_boxes, _ = nusc.get_sample_data(sd["token"])
-    out = {}
-    for token, sensor_box in zip(sample["anns"], sensor_boxes):
-        box = nusc.get_box(token)
-        box.velocity = nusc.box_velocity(token)
-        box.translate(-np.array(pose["translation"]))
-        box.rotate(Quaternion(pose["rotation"]).inverse)
-        box.translate(-np.array(calibration["translation"]))
-        box.rotate(Quaternion(calibration["rotation"]).inverse)
-        np.testing.assert_allclose(box.center, sensor_box.center, atol=1e-9)
-        # Our frame written out independently of the reader's constant: x = nus y, y = -nus x.
-        center = np.array([box.center[1], -box.center[0], box.center[2]])
-        velocity = np.array([box.velocity[1], -box.velocity[0]])
-        yaw = normalize_yaw(quaternion_yaw(box.orientation) - np.pi / 2)
-        w, l, h = box.wlh
-        instance = nusc.get("sample_annotation", token)["instance_token"]
-        out[instance] = np.array([*center, l, w, h, yaw, velocity[0], velocity[1]])
-    return out
-
-
 def test_boxes_and_velocities_agree_with_devkit(dataset):
     root, _, _, nusc = dataset
     reader = NuScenesReader(root, VERSION, max_sweeps=MAX_SWEEPS)
@@ -101,7 +73,7 @@ def test_boxes_and_velocities_agree_with_devkit(dataset):
     compared = nan_velocities = 0
     for info in reader.infos:
         sample = nusc.get("sample", info.sample_id)
-        expected = _devkit_boxes_in_ours(nusc, sample)
+        expected = devkit_boxes_in_ours(nusc, sample)
         record = info.annotations
         assert sorted(record["ids"]) == sorted(expected)
         for index, instance in enumerate(record["ids"]):

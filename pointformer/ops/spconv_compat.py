@@ -1,14 +1,21 @@
 """spconv, importable from one place and trainable on CPU.
 
-spconv's backward passes ask ``torch.cuda.current_stream()`` for a stream handle even for CPU
-tensors, which fails on a CPU-only torch. When CUDA is unavailable we give spconv the null
-stream (0), which its CPU kernels ignore. The patch is applied here and only here, once, on
-import; on a CUDA machine nothing is changed.
+Two patches, applied here and only here, once, on import:
+
+- spconv's backward passes ask ``torch.cuda.current_stream()`` for a stream handle even for
+  CPU tensors, which fails on a CPU-only torch. When CUDA is unavailable we give spconv the
+  null stream (0), which its CPU kernels ignore; on a CUDA machine nothing is changed.
+- spconv 2.3's CPU gather-GEMM-scatter convolution races with torch's intra-op thread pool:
+  with more than one torch thread, a few percent of output rows come out wrong, differently
+  from run to run (tests/ops/test_spconv_compat.py catches it). Its CPU conv and pooling ops
+  therefore run with one torch thread; CUDA tensors are untouched.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+from typing import Callable
 
 import torch
 
@@ -50,4 +57,38 @@ def apply_cpu_stream_patch() -> bool:
     return True
 
 
+# spconv.pytorch.ops functions that run the CPU gather/GEMM/scatter kernels.
+_CPU_KERNEL_OPS = (
+    "indice_conv", "indice_conv_backward", "indice_maxpool", "indice_maxpool_backward",
+)
+
+
+def _single_threaded_on_cpu(op: Callable) -> Callable:
+    """``op`` with torch's intra-op threads set to 1 while its first tensor argument is on CPU."""
+
+    @functools.wraps(op)
+    def wrapper(features: torch.Tensor, *args, **kwargs):
+        if features.is_cuda:
+            return op(features, *args, **kwargs)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return op(features, *args, **kwargs)
+        finally:
+            torch.set_num_threads(threads)
+
+    wrapper.pointformer_single_threaded = True
+    return wrapper
+
+
+def apply_cpu_thread_guard() -> None:
+    """Run spconv's CPU kernels single-threaded (see the module docstring). Idempotent."""
+    ops = importlib.import_module("spconv.pytorch.ops")
+    for name in _CPU_KERNEL_OPS:
+        op = getattr(ops, name)
+        if not getattr(op, "pointformer_single_threaded", False):
+            setattr(ops, name, _single_threaded_on_cpu(op))
+
+
 CPU_STREAM_PATCHED = apply_cpu_stream_patch()
+apply_cpu_thread_guard()

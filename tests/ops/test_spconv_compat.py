@@ -30,7 +30,7 @@ def test_patch_applies_only_without_cuda():
     assert apply_cpu_stream_patch() == CPU_STREAM_PATCHED  # idempotent
 
 
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", range(8))
 def test_subm_then_strided_matches_dense_twin(seed):
     generator = torch.Generator().manual_seed(seed)
     voxels = _random_voxels(generator)
@@ -74,3 +74,10 @@ def test_empty_sample_in_batch():
     assert out.features.shape == (2, 2) and out.batch_size == 2
     out.features.sum().backward()
     assert conv.weight.grad is not None
+
+
+def test_cpu_kernels_are_guarded():
+    import spconv.pytorch.ops as ops
+
+    for name in ("indice_conv", "indice_conv_backward", "indice_maxpool", "indice_maxpool_backward"):
+        assert getattr(getattr(ops, name), "pointformer_single_threaded", False), name

@@ -48,7 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _add_prepare_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--max-sweeps", type=int, default=9, help="earlier sweeps recorded per sample")
+    parser.add_argument("--max-sweeps", type=int, default=None,
+                        help="earlier sweeps recorded per sample (default: nuScenes 9, others 0)")
     parser.add_argument("--no-gt-database", action="store_true", help="skip the GT-sampling database")
 
 

@@ -9,7 +9,6 @@ boxes into the work directory.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from pointformer.data.prepare import info_file_name, prepare_dataset
 from pointformer.viz.bev import render_bev
 
 console = Console()
+PREPARED_STAMP = "prepared.stamp"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -38,17 +38,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def ensure_dataset(args: argparse.Namespace) -> None:
     """Generate and prepare the dataset unless one made with the same settings exists."""
-    from pointformer.data.synthetic.generate import generate_nuscenes
+    from pointformer.data.synthetic.generate import generate_nuscenes, read_settings
 
-    settings = {"scenes": args.scenes, "samples_per_scene": args.samples_per_scene, "seed": args.seed}
-    stamp = args.data / "synthetic_settings.json"
-    if stamp.is_file() and json.loads(stamp.read_text()) == settings and (args.data / info_file_name("val")).is_file():
+    settings = read_settings(args.data)
+    wanted = (args.scenes, args.samples_per_scene, args.seed)
+    prepared = (args.data / PREPARED_STAMP).is_file()
+    if settings and settings.complete and prepared and (settings.num_scenes, settings.samples_per_scene, settings.seed) == wanted:
         console.print(f"using the synthetic dataset in {args.data}")
         return
+    (args.data / PREPARED_STAMP).unlink(missing_ok=True)
     start = time.perf_counter()
     report = generate_nuscenes(args.data, args.scenes, args.samples_per_scene, args.seed)
     prepare_dataset(args.data, "nuscenes")
-    stamp.write_text(json.dumps(settings))
+    (args.data / PREPARED_STAMP).touch()
     console.print(
         f"generated {report.samples} samples ({report.sweeps} sweeps, {report.points_per_sweep:,.0f} points per "
         f"sweep, {report.sweeps_per_second:.1f} sweeps/s simulated) in {time.perf_counter() - start:.1f} s"

@@ -37,7 +37,14 @@ apt_install() {
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
-have_lib() { ldconfig -p 2>/dev/null | grep -q "$1"; }
+LDCONFIG_CACHE=""
+have_lib() {
+  # ldconfig lives in /sbin, often off a normal user's PATH; read its listing once.
+  if [ -z "$LDCONFIG_CACHE" ]; then
+    LDCONFIG_CACHE=$( (command -v ldconfig >/dev/null && ldconfig -p || /sbin/ldconfig -p) 2>/dev/null || true)
+  fi
+  [[ "$LDCONFIG_CACHE" == *"$1"* ]]
+}
 
 install_system_libraries() {
   local missing=()
@@ -58,7 +65,10 @@ make_venv() {
       rm -rf "$VENV"
       local minor
       minor=$($PYTHON -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
-      apt_install "python${minor}-venv" || apt_install python3-venv
+      if ! { apt_install "python${minor}-venv" || apt_install python3-venv; }; then
+        echo "error: $PYTHON cannot create a virtual environment; install python${minor}-venv (as root: apt-get install python${minor}-venv)" >&2
+        exit 1
+      fi
       $PYTHON -m venv "$VENV"
     fi
     "$VENV/bin/python" -m pip install -q --upgrade pip
@@ -70,8 +80,8 @@ has_nvidia_driver() { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/d
 install_torch() {
   if "$VENV/bin/python" -c "import torch" 2>/dev/null; then return; fi
   if has_nvidia_driver; then
-    log "NVIDIA driver found: installing the CUDA build of torch"
-    "$VENV/bin/pip" install -q "torch>=2.1,<3"
+    log "NVIDIA driver found: installing the CUDA build of torch $TORCH_VERSION"
+    "$VENV/bin/pip" install -q "torch==$TORCH_VERSION"
   else
     log "no NVIDIA driver: installing the CPU build of torch $TORCH_VERSION"
     if "$VENV/bin/python" - <<'EOF' 2>/dev/null
@@ -81,7 +91,9 @@ EOF
     then
       "$VENV/bin/pip" install -q "torch==$TORCH_VERSION" --index-url https://download.pytorch.org/whl/cpu
     else
-      # No PyTorch index reachable: a locally provided wheel (pip's find-links) or PyPI's.
+      # No PyTorch index reachable: a locally provided wheel (pip's find-links) or PyPI's, which
+      # on Linux is the CUDA build (large, but it runs on the CPU too).
+      log "download.pytorch.org unreachable: torch from the configured package index"
       "$VENV/bin/pip" install -q "torch==$TORCH_VERSION"
     fi
   fi

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pointformer.data.infos import load_infos, load_sample
+from pointformer.data.infos import info_root, load_infos, load_sample
 from pointformer.data.readers.layouts import open_reader
 from pointformer.viz.bev import BevView, render_bev
 
@@ -31,8 +31,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def load_dataset_sample(data: Path, split: str | None, index: int, num_sweeps: int | None):
     if data.suffix == ".json":
-        infos, _ = load_infos(data)
-        root = data.parent
+        infos, header = load_infos(data)
+        root = info_root(data, header)
     else:
         reader = open_reader(data, split=split)
         infos, root = reader.infos, data

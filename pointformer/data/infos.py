@@ -294,6 +294,11 @@ def save_infos(path: str | os.PathLike, infos: Sequence[SampleInfo], **header: A
     os.replace(tmp, path)
 
 
+def info_root(path: str | os.PathLike, header: dict[str, Any]) -> Path:
+    """The dataset root of an info file: its header's ``root``, relative to the file."""
+    return Path(path).parent / header.get("root", ".")
+
+
 def load_infos(path: str | os.PathLike) -> tuple[list[SampleInfo], dict[str, Any]]:
     """Read an info file -> (records, header)."""
     path = Path(path)

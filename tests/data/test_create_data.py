@@ -132,3 +132,44 @@ def test_real_kitti_root_prepares(tmp_path):
     assert prepared.sample_counts == {"training": 6}
     database = GTDatabase(prepared.gt_database)
     assert database.class_counts == {"Car": 5, "Pedestrian": 2, "Cyclist": 1}
+
+
+def test_generation_refuses_a_foreign_root(tmp_path):
+    from pointformer.data.synthetic.generate import generate_nuscenes
+
+    (tmp_path / "v1.0-trainval").mkdir()
+    (tmp_path / "v1.0-trainval" / "sample.json").write_text("[]")
+    with pytest.raises(FileExistsError, match="synthetic_dataset.json"):
+        generate_nuscenes(tmp_path, 1, 1, progress=False)
+    assert (tmp_path / "v1.0-trainval" / "sample.json").read_text() == "[]"
+
+
+def test_regeneration_of_a_synthetic_root_is_allowed(synthetic_root):
+    from pointformer.data.synthetic.generate import read_settings
+
+    settings = read_settings(synthetic_root)
+    assert settings.complete and settings.num_scenes == 2 and settings.seed == 3
+
+
+def test_scene_counts_beyond_the_official_lists_are_an_error():
+    from pointformer.data.synthetic.generate import split_counts
+
+    assert split_counts(10, 0.2) == (8, 2) and split_counts(1, 0.2) == (1, 0)
+    with pytest.raises(ValueError, match="official nuScenes split lists"):
+        split_counts(1000, 0.2)
+
+
+def test_lyft_schema_root_prepares_as_one_split(tmp_path):
+    lyft = REALDATA / "mmdetection3d" / "tests" / "data" / "lyft"
+    if not lyft.is_dir():
+        pytest.skip("shared/realdata not present")
+    from pointformer.data.readers.layouts import default_splits, detect_layout
+
+    root = lyft / "v1.01-train"
+    assert detect_layout(root) == "nuscenes"
+    assert default_splits(root, "nuscenes") == ["all"]
+
+
+def test_prepare_with_no_matching_split_is_an_error(synthetic_root, tmp_path):
+    with pytest.raises(ValueError, match="selects a sample"):
+        prepare_dataset(synthetic_root, "nuscenes", splits=["mini_val"], out_dir=tmp_path, progress=False)

@@ -10,8 +10,8 @@ LAYOUTS = ("nuscenes", "kitti", "waymo", "custom")
 
 
 def nuscenes_versions(root: Path) -> list[str]:
-    """The ``v1.0-*`` table folders under a nuScenes-layout root."""
-    return sorted(p.name for p in root.glob("v1.0-*") if p.is_dir() and (p / "sample.json").is_file())
+    """The table folders (``v1.0-trainval``, Lyft's ``v1.01-train`` ...) under a nuScenes-schema root."""
+    return sorted(p.name for p in root.glob("v1.0*-*") if p.is_dir() and (p / "sample.json").is_file())
 
 
 def detect_layout(root: str | os.PathLike) -> str:
@@ -38,10 +38,13 @@ def default_splits(root: str | os.PathLike, layout: str, version: str | None = N
     """The splits an info builder writes for a root: those that exist there."""
     root = Path(root)
     if layout == "nuscenes":
-        version = version or _only_version(root)
-        if version.endswith("mini"):
+        version = version or only_version(root)
+        if version == "v1.0-mini":
             return ["mini_train", "mini_val"]
-        return ["test"] if version.endswith("test") else ["train", "val"]
+        if version == "v1.0-test":
+            return ["test"]
+        # Official split lists name nuScenes scenes only: other schemas (Lyft) are read whole.
+        return ["train", "val"] if version == "v1.0-trainval" else ["all"]
     if layout == "kitti":
         named = [s for s in ("train", "val", "test") if (root / "ImageSets" / f"{s}.txt").is_file()]
         return named or [s for s in ("training", "testing") if (root / s / "velodyne").is_dir()]
@@ -62,8 +65,8 @@ def open_reader(root: str | os.PathLike, layout: str | None = None, split: str |
     if layout == "nuscenes":
         from .nuscenes import NuScenesReader
 
-        version = options.pop("version", None) or _only_version(root)
-        return NuScenesReader(root, version, split, **options)
+        version = options.pop("version", None) or only_version(root)
+        return NuScenesReader(root, version, None if split == "all" else split, **options)
     if layout == "kitti":
         from .kitti import KittiReader
 
@@ -79,7 +82,7 @@ def open_reader(root: str | os.PathLike, layout: str | None = None, split: str |
     raise ValueError(f"unknown dataset layout {layout!r}; known: {LAYOUTS}")
 
 
-def _only_version(root: Path) -> str:
+def only_version(root: Path) -> str:
     versions = nuscenes_versions(root)
     if len(versions) != 1:
         raise ValueError(

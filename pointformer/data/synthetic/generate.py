@@ -6,20 +6,62 @@ the devkit evaluates the val scenes with ``eval_set='val'``.
 
 from __future__ import annotations
 
+import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from pointformer.data.nuscenes_splits import split_scene_names
+from pointformer.data.nuscenes_splits import SPLITS, split_scene_names
 
 from .nuscenes_writer import write_nuscenes
 from .simulate import simulate_nuscenes_scene, simulate_waymo_segment
 from .waymo_writer import write_waymo_segment
 
 WAYMO_SPLIT_FOLDERS = {"train": "training", "val": "validation"}
+MARKER = "synthetic_dataset.json"
+"""Written into every generated root: the settings it was made with. Only a root that has it
+(or an empty/new one) is ever overwritten."""
+
+
+@dataclass
+class SyntheticSettings:
+    layout: str
+    num_scenes: int
+    samples_per_scene: int
+    seed: int
+    val_fraction: float
+    complete: bool = False
+
+
+def read_settings(root: str | os.PathLike) -> SyntheticSettings | None:
+    """The settings a synthetic root was generated with, None for any other folder."""
+    marker = Path(root) / MARKER
+    if not marker.is_file():
+        return None
+    return SyntheticSettings(**json.loads(marker.read_text()))
+
+
+def _claim_root(root: Path, settings: SyntheticSettings) -> None:
+    """Refuse to write over a folder that holds anything but a synthetic dataset; mark the root
+    as synthetic (not yet complete) before anything is written, so a crashed run can be redone."""
+    if root.exists() and any(root.iterdir()) and read_settings(root) is None:
+        raise FileExistsError(
+            f"{root} is not empty and holds no {MARKER}: refusing to write a synthetic dataset over it"
+        )
+    root.mkdir(parents=True, exist_ok=True)
+    _write_marker(root, settings)
+
+
+def _mark_complete(root: Path, settings: SyntheticSettings) -> None:
+    settings.complete = True
+    _write_marker(root, settings)
+
+
+def _write_marker(root: Path, settings: SyntheticSettings) -> None:
+    (root / MARKER).write_text(json.dumps(asdict(settings)))
 
 
 @dataclass
@@ -53,7 +95,13 @@ def split_counts(num_scenes: int, val_fraction: float) -> tuple[int, int]:
     num_val = int(round(num_scenes * val_fraction))
     if num_scenes >= 2 and val_fraction > 0:
         num_val = max(num_val, 1)
-    return num_scenes - num_val, num_val
+    num_train = num_scenes - num_val
+    if num_train > len(SPLITS["train"]) or num_val > len(SPLITS["val"]):
+        raise ValueError(
+            f"{num_train} train / {num_val} val scenes asked for; the official nuScenes split lists name "
+            f"{len(SPLITS['train'])} / {len(SPLITS['val'])}"
+        )
+    return num_train, num_val
 
 
 def scene_seed(seed: int, split: str, index: int) -> int:
@@ -75,6 +123,8 @@ def generate_nuscenes(
     ``out`` in the nuScenes layout (tables in ``out/version``)."""
     report = GenerationReport(Path(out), "nuscenes")
     plan = _scene_plan(num_scenes, val_fraction)
+    settings = SyntheticSettings("nuscenes", num_scenes, samples_per_scene, seed, val_fraction)
+    _claim_root(report.root, settings)
     scenes = []
     with _progress(progress) as bar:
         task = bar.add_task("simulating scenes", total=len(plan)) if bar else None
@@ -93,6 +143,7 @@ def generate_nuscenes(
     start = time.perf_counter()
     write_nuscenes(out, scenes, version=version, seed=seed, overwrite=True)
     report.write_seconds = time.perf_counter() - start
+    _mark_complete(report.root, settings)
     return report
 
 
@@ -108,6 +159,8 @@ def generate_waymo(
     """Simulate segments with the 64-beam top LiDAR and write them in the Waymo v2 layout."""
     report = GenerationReport(Path(out), "waymo")
     plan = _scene_plan(num_segments, val_fraction)
+    settings = SyntheticSettings("waymo", num_segments, frames_per_segment, seed, val_fraction)
+    _claim_root(report.root, settings)
     with _progress(progress) as bar:
         task = bar.add_task("simulating segments", total=len(plan)) if bar else None
         for split, index in plan:
@@ -124,6 +177,7 @@ def generate_waymo(
             report.points += sum(int((f.range_images[1][..., 0] > 0).sum()) for f in frames)
             if bar:
                 bar.advance(task)
+    _mark_complete(report.root, settings)
     return report
 
 

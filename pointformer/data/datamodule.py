@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Sequence
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Sampler
 
-from pointformer.data.dataset import DetectionDataset, SampleTransform, SegmentationDataset, collate
+from pointformer.data.dataset import (
+    DetectionDataset,
+    EpochDistributedSampler,
+    EpochRandomSampler,
+    SampleTransform,
+    SegmentationDataset,
+    collate,
+)
 
 
 _ALL_SPLITS = ("train", "val", "test", "predict")
@@ -21,10 +30,17 @@ class PointCloudDataModule(pl.LightningDataModule):
     """Train / val / test / predict loaders over info files under one dataset ``root``.
 
     ``task``: ``"detection"`` (:class:`DetectionDataset`) or ``"segmentation"``
-    (:class:`SegmentationDataset`, which needs ``label_map``). ``train_transforms`` apply to the
-    training set only, ``eval_transforms`` (e.g. a range filter) to the others. Only the
-    training loader shuffles (seeded by ``seed``); workers persist between epochs when
-    ``num_workers > 0``; memory is pinned only when CUDA is available (``pin_memory=None``).
+    (:class:`SegmentationDataset`, which needs ``label_map``; unlabelled points get
+    ``ignore_index``). ``train_transforms`` apply to the training set only, ``eval_transforms``
+    (e.g. a range filter) to the others. Workers persist between epochs when ``num_workers > 0``;
+    memory is pinned only when CUDA is available (``pin_memory=None``).
+
+    Only the training loader shuffles, through a sampler with ``set_epoch`` that also sets the
+    training dataset's epoch (augmentations drawn from ``(seed, epoch, index)``):
+    :class:`EpochRandomSampler` in one process, :class:`EpochDistributedSampler` (this rank's
+    share) when ``torch.distributed`` is initialised as the loader is made. Lightning calls
+    ``train_dataloader().sampler.set_epoch(epoch)`` at the start of every training epoch, so no
+    engine code is needed; a loop without Lightning makes that call itself.
     """
 
     def __init__(
@@ -46,6 +62,7 @@ class PointCloudDataModule(pl.LightningDataModule):
         label_map: Sequence[int] | None = None,
         seed: int = 0,
         pin_memory: bool | None = None,
+        ignore_index: int = -1,
     ):
         super().__init__()
         if task not in ("detection", "segmentation"):
@@ -67,6 +84,7 @@ class PointCloudDataModule(pl.LightningDataModule):
         self.task = task
         self.label_map = None if label_map is None else list(np.asarray(label_map).tolist())
         self.seed = seed
+        self.ignore_index = ignore_index
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.datasets: dict[str, DetectionDataset] = {}
 
@@ -89,7 +107,7 @@ class PointCloudDataModule(pl.LightningDataModule):
             seed=self.seed,
         )
         if self.task == "segmentation":
-            return SegmentationDataset(label_map=self.label_map, **arguments)
+            return SegmentationDataset(label_map=self.label_map, ignore_index=self.ignore_index, **arguments)
         return DetectionDataset(**arguments)
 
     def _loader(self, split: str) -> DataLoader:
@@ -98,18 +116,23 @@ class PointCloudDataModule(pl.LightningDataModule):
         if split not in self.datasets:
             raise ValueError(f"no {split} info file was given to {type(self).__name__}")
         training = split == "train"
-        generator = torch.Generator().manual_seed(self.seed) if training else None
+        dataset = self.datasets[split]
         return DataLoader(
-            self.datasets[split],
+            dataset,
             batch_size=self.batch_size if training else self.eval_batch_size,
-            shuffle=training,
-            generator=generator,
+            sampler=self._train_sampler(dataset) if training else None,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=self.pin_memory,
-            collate_fn=collate,
+            collate_fn=functools.partial(collate, ignore_index=self.ignore_index),
             drop_last=False,
         )
+
+    def _train_sampler(self, dataset: DetectionDataset) -> Sampler[int]:
+        """A shuffling sampler whose ``set_epoch`` (called by Lightning) reaches the dataset."""
+        if dist.is_available() and dist.is_initialized():
+            return EpochDistributedSampler(dataset, shuffle=True, seed=self.seed)
+        return EpochRandomSampler(dataset, seed=self.seed)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")

@@ -8,10 +8,11 @@ JSON, so training never re-parses a dataset's tables and never unpickles anythin
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -74,11 +75,39 @@ class SampleInfo:
         return asdict(self)
 
     @staticmethod
-    def from_dict(record: dict[str, Any]) -> "SampleInfo":
+    def from_dict(record: dict[str, Any], where: str = "info record") -> "SampleInfo":
+        """Inverse of :meth:`to_dict`. An unknown key (with the nearest valid one suggested), a
+        missing required key or a non-object is a ``ValueError`` naming ``where`` and the key."""
+        _check_record_keys(record, SampleInfo, where)
         record = dict(record)
-        record["lidar"] = PointSource(**record["lidar"])
-        record["sweeps"] = [PointSource(**s) for s in record.get("sweeps", [])]
+        record["lidar"] = _point_source(record["lidar"], f"{where}: lidar")
+        sweeps = record.get("sweeps", [])
+        if not isinstance(sweeps, list):
+            raise ValueError(f"{where}: 'sweeps' must be a list, got {type(sweeps).__name__}")
+        record["sweeps"] = [_point_source(s, f"{where}: sweeps[{j}]") for j, s in enumerate(sweeps)]
         return SampleInfo(**record)
+
+
+def _point_source(record: Any, where: str) -> PointSource:
+    _check_record_keys(record, PointSource, where)
+    return PointSource(**record)
+
+
+def _check_record_keys(record: Any, container: type, where: str) -> None:
+    """``record`` must be a dict whose keys are fields of the dataclass ``container``, with
+    every field that has no default present."""
+    names = [f.name for f in fields(container)]
+    if not isinstance(record, dict):
+        raise ValueError(f"{where}: expected an object with keys {names}, got {type(record).__name__}")
+    for key in record:
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"{where}: unknown key {key!r}{hint}; valid keys: {', '.join(names)}")
+    required = [f.name for f in fields(container) if f.default is MISSING and f.default_factory is MISSING]
+    missing = [name for name in required if name not in record]
+    if missing:
+        raise ValueError(f"{where}: missing required key {missing[0]!r} (required: {', '.join(required)})")
 
 
 # ----------------------------------------------------------------- annotations
@@ -95,10 +124,36 @@ def annotations_to_record(annotations: Annotations) -> dict[str, list]:
     }
 
 
-def annotations_from_record(record: dict[str, list] | None, with_velocity: bool = True) -> Annotations:
-    """Inverse of :func:`annotations_to_record`; an empty record keeps its ``box_dim``."""
+def empty_annotations_record(box_dim: int) -> dict[str, list]:
+    """The record of a labelled frame without boxes, ``box_dim`` (7 or 9) wide."""
+    if box_dim not in (7, 9):
+        raise ValueError(f"box_dim must be 7 or 9, got {box_dim!r}")
+    return {"box_dim": box_dim, "boxes": [], "names": [], "num_points": [], "attributes": [], "ids": []}
+
+
+def record_box_dim(record: dict[str, list] | None) -> int | None:
+    """The width of the boxes a record loads as: its rows' length, else (no boxes) its
+    ``box_dim``; None for an unlabelled frame (or an empty record written without ``box_dim``)."""
+    if record is None:
+        return None
+    if record["boxes"]:
+        return len(record["boxes"][0])
+    return None if record.get("box_dim") is None else int(record["box_dim"])
+
+
+def annotations_from_record(
+    record: dict[str, list] | None, with_velocity: bool = True, where: str = "annotations record"
+) -> Annotations:
+    """Inverse of :func:`annotations_to_record`; an empty record keeps its ``box_dim``, an
+    unlabelled frame (None) gets ``with_velocity`` (9) or 7 columns. Rows of different widths,
+    or of a width other than 7 or 9, are an error."""
+    box_dim = record_box_dim(record)
+    if box_dim is None:
+        box_dim = 9 if with_velocity else 7
+    widths = {len(row) for row in record["boxes"]} if record is not None else set()
+    if box_dim not in (7, 9) or len(widths) > 1:
+        raise ValueError(f"{where}: boxes must all be 7 or all 9 wide, got widths {sorted(widths or {box_dim})}")
     if record is None or len(record["boxes"]) == 0:
-        box_dim = (record or {}).get("box_dim", 9 if with_velocity else 7)
         return Annotations.empty(with_velocity=box_dim == 9)
     boxes = np.array([[np.nan if v is None else v for v in row] for row in record["boxes"]], dtype=np.float64)
     return Annotations(
@@ -236,7 +291,7 @@ def load_sample(
     return Sample(
         points=torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32)),
         point_columns=columns,
-        annotations=annotations_from_record(info.annotations),
+        annotations=annotations_from_record(info.annotations, where=f"sample {info.sample_id}: annotations"),
         point_labels=None if point_labels is None else torch.from_numpy(point_labels),
         instance_ids=None if instance_ids is None else torch.from_numpy(instance_ids),
         meta=meta,
@@ -314,5 +369,8 @@ def load_infos(path: str | os.PathLike) -> tuple[list[SampleInfo], dict[str, Any
         raise ValueError(
             f"{path}: info format version {document.get('info_version')}, expected {INFO_FORMAT_VERSION}"
         )
+    if not isinstance(document["infos"], list):
+        raise ValueError(f"{path}: 'infos' must be a list of records, got {type(document['infos']).__name__}")
     header = {k: v for k, v in document.items() if k != "infos"}
-    return [SampleInfo.from_dict(r) for r in document["infos"]], header
+    records = [SampleInfo.from_dict(r, f"{path}: info record {i}") for i, r in enumerate(document["infos"])]
+    return records, header

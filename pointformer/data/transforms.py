@@ -186,6 +186,68 @@ class NonFiniteFilter:
         return sample
 
 
+@dataclass
+class CameraFOVFilter:
+    """Keep the points seen by KITTI's left colour camera (image_2): positive depth and a
+    projection inside the image, ``0 <= u < w`` and ``0 <= v < h`` (OpenPCDet's ``FOV_POINTS_ONLY``,
+    mmdetection3d's ``velodyne_reduced`` clouds).
+
+    Reads ``meta["kitti"]["calib"]`` (``P2``, ``R0_rect``, ``Tr_velo_to_cam`` as 4x4 lists, as
+    :class:`pointformer.data.readers.kitti.KittiReader` stores them) and
+    ``meta["kitti"]["image_shape"]`` ([h, w] pixels); a sample without them is an error naming
+    the missing key. ``[u, v, d] = P2 @ R0_rect @ Tr_velo_to_cam @ [x, y, z, 1]`` in float64: the
+    pixel is ``(u / d, v / d)`` and ``d`` (metres) is the depth along camera 2's axis (OpenPCDet
+    divides by the rectified camera-0 depth instead, a few millimetres apart). Non-finite points
+    are dropped. Counted in ``meta["dropped_outside_camera_fov"]``.
+    """
+
+    def __call__(self, sample: Sample, rng: np.random.Generator | None = None) -> Sample:
+        lidar_to_image, (height, width) = kitti_camera(sample)
+        xyz = sample.points[:, :3].detach().cpu().to(torch.float64).numpy()
+        keep = points_in_image(xyz, lidar_to_image, height, width)
+        return _drop_points(sample, torch.from_numpy(keep).to(sample.points.device), "dropped_outside_camera_fov",
+                            "outside the image_2 field of view")
+
+
+def kitti_camera(sample: Sample) -> tuple[np.ndarray, tuple[int, int]]:
+    """(3, 4) LiDAR -> image_2 projection ``P2 @ R0_rect @ Tr_velo_to_cam`` and the image (h, w)
+    from ``meta["kitti"]``; a missing or malformed entry is a ``ValueError`` naming it."""
+    where = f"{sample.meta.get('sample_id', 'sample')}: CameraFOVFilter"
+    kitti = sample.meta.get("kitti")
+    if not isinstance(kitti, Mapping):
+        raise ValueError(f"{where} needs meta['kitti'] (load the sample from a KITTI info record)")
+    calib = kitti.get("calib")
+    if not isinstance(calib, Mapping):
+        raise ValueError(f"{where} needs meta['kitti']['calib'] (P2, R0_rect, Tr_velo_to_cam)")
+    matrices = []
+    for name in ("P2", "R0_rect", "Tr_velo_to_cam"):
+        if calib.get(name) is None:
+            raise ValueError(f"{where} needs meta['kitti']['calib'][{name!r}]")
+        matrix = np.asarray(calib[name], dtype=np.float64)
+        if matrix.shape != (4, 4) or not np.isfinite(matrix).all():
+            raise ValueError(f"{where}: meta['kitti']['calib'][{name!r}] must be a finite 4x4 matrix, got shape {matrix.shape}")
+        matrices.append(matrix)
+    shape = kitti.get("image_shape")
+    if shape is None:
+        raise ValueError(f"{where} needs meta['kitti']['image_shape'] ([h, w]; the frame has no image_2 file?)")
+    if len(shape) != 2 or min(shape) <= 0:
+        raise ValueError(f"{where}: meta['kitti']['image_shape'] must be [h, w] > 0, got {shape}")
+    p2, r0_rect, velo_to_cam = matrices
+    return (p2 @ r0_rect @ velo_to_cam)[:3], (int(shape[0]), int(shape[1]))
+
+
+def points_in_image(xyz: np.ndarray, lidar_to_image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(N,) bool: the (N, 3) points whose projection by the (3, 4) ``lidar_to_image`` has depth
+    > 0 and lands in ``[0, width) x [0, height)`` pixels."""
+    with np.errstate(over="ignore", invalid="ignore"):  # non-finite points give NaN and fail every test
+        uvd = xyz @ lidar_to_image[:, :3].T + lidar_to_image[:, 3]
+        depth = uvd[:, 2]
+        in_front = depth > 0
+        u = uvd[:, 0] / np.where(in_front, depth, 1.0)
+        v = uvd[:, 1] / np.where(in_front, depth, 1.0)
+        return in_front & (u >= 0) & (u < width) & (v >= 0) & (v < height)
+
+
 # --------------------------------------------------------- global augments
 @dataclass
 class GlobalRotScaleTrans:
@@ -395,7 +457,8 @@ class GTSampling:
 
     Point columns are matched by name; a column of the scene the database lacks is filled with 0
     (e.g. ``time_lag`` 0: pasted points count as keyframe points), database-only columns are
-    dropped. Pasted points get point label and instance id -1. Annotations gain the pasted
+    dropped. Pasted points get point label and instance id -1 (``pointformer.data.dataset.SegmentationDataset`` and
+    ``collate(ignore_index=...)`` turn label -1 into the ignore index). Annotations gain the pasted
     boxes (velocity NaN when the database has none, dropped when the scene has none), names,
     point counts, the database's attributes and ids ``gt_sampled:<sample_id>/<box_index>``.
     ``meta["gt_sampled"]`` counts pasted objects per class, ``meta["dropped_by_gt_sampling"]``

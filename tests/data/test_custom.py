@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from pointformer.data.infos import load_infos, load_sample, save_infos
+from pointformer.data.dataset import DetectionDataset, collate
+from pointformer.data.infos import empty_annotations_record, load_infos, load_sample, save_infos
 from pointformer.data.readers.custom import (
     CustomReader,
     custom_class_names,
@@ -89,13 +90,14 @@ def test_reader_matches_what_was_written(tmp_path):
     # Counted where missing (against a Python loop), kept where given.
     assert a.annotations["num_points"] == [brute_force_count(cloud(0), BOXES_A[0]["box"]), 12]
     assert b.annotations["num_points"] == [brute_force_count(cloud(1), [0, 0, 0, 5, 5, 5, 0])]
-    assert c.annotations["boxes"] == [] and d.annotations is None
+    # d has no label file: in a labelled split, an empty record of the split's width.
+    assert c.annotations["boxes"] == [] and d.annotations == empty_annotations_record(9)
 
     sample = reader[0]
     np.testing.assert_array_equal(sample.points.numpy(), cloud(0))
     assert sample.boxes.has_velocity and torch.isnan(sample.boxes.velocity[0]).all()
     np.testing.assert_allclose(sample.boxes.tensor[0, :7].numpy(), BOXES_A[0]["box"], rtol=1e-6)
-    assert len(reader[3].annotations) == 0
+    assert len(reader[3].annotations) == 0 and reader[3].boxes.tensor.shape == (0, 9)
 
 
 def test_infos_survive_the_json_info_file(tmp_path):
@@ -137,7 +139,26 @@ def test_no_velocity_anywhere_gives_seven_columns_and_no_counting(tmp_path):
     reader = CustomReader(root, count_points=False)
     assert [len(row) for row in reader.info(0).annotations["boxes"]] == [7, 7]
     assert reader.info(0).annotations["num_points"] == [-1, 12]
-    assert reader.info(1).annotations is None
+    assert reader.box_dim == 7 and reader.info(1).annotations == empty_annotations_record(7)
+
+
+def test_frames_without_label_file_batch_with_labelled_ones(tmp_path):
+    """A 7-wide split where frames b and d have no label file: every sample has 7-column boxes,
+    so a batch of all four concatenates (unlabelled frames used to come back 9 wide)."""
+    root = make_dataset(tmp_path / "data")
+    (root / "labels" / "b.json").unlink()
+    reader = CustomReader(root)
+    save_infos(tmp_path / "infos.json", reader.infos)
+    dataset = DetectionDataset(tmp_path / "infos.json", root, ("car", "pedestrian", "cyclist"))
+    assert dataset.box_dim == 7
+    samples = [dataset[i] for i in range(4)]
+    assert [s.boxes.tensor.shape for s in samples] == [(2, 7), (0, 7), (0, 7), (0, 7)]
+    assert [s.boxes.tensor.shape for s in (reader[1], reader[3])] == [(0, 7), (0, 7)]
+    batch = collate(samples)
+    assert Boxes3D.cat(batch.boxes).tensor.shape == (2, 7)
+    assert [label.tolist() for label in batch.labels] == [[0, 1], [], [], []]
+    # A split without any label file stays unlabelled.
+    assert CustomReader(root, "test").box_dim is None and CustomReader(root, "test").info(0).annotations is None
 
 
 def test_defaults_without_dataset_json(tmp_path):

@@ -326,7 +326,7 @@ def test_truncated_las_is_an_error(tmp_path):
 
 
 # ------------------------------------------------------------------ point counting
-def test_count_points_in_boxes_matches_a_python_loop_and_chunks():
+def test_count_points_in_boxes_matches_a_python_loop():
     rng = np.random.default_rng(5)
     points = rng.uniform(-10, 10, size=(500, 3))
     points[:5] = np.nan
@@ -341,9 +341,62 @@ def test_count_points_in_boxes_matches_a_python_loop_and_chunks():
             count += abs(u) <= l / 2 and abs(v) <= w / 2 and abs(pz - z) <= h / 2
         expected.append(count)
     assert count_points_in_boxes(points, boxes).tolist() == expected
-    assert count_points_in_boxes(points, boxes, max_pairs=1000).tolist() == expected  # 2 boxes per chunk
+    assert count_points_in_boxes(torch.from_numpy(points).float(), boxes).tolist() == boxes.count_points(
+        torch.from_numpy(points).float()).tolist()
     assert count_points_in_boxes(np.zeros((0, 3)), boxes).tolist() == [0] * 13
     assert count_points_in_boxes(points, Boxes3D.empty(False)).tolist() == []
+    assert count_points_in_boxes(points, Boxes3D.empty(False)).dtype == torch.int64
+
+
+def points_on_faces(box: np.ndarray, rng: np.random.Generator, n: int) -> np.ndarray:
+    """(n * 7, 3): points on each of the 6 faces of a box and on its corners, rotated by its yaw."""
+    half = box[3:6] / 2
+    local = []
+    for axis in range(3):
+        for sign in (-1.0, 1.0):
+            face = rng.uniform(-1, 1, (n, 3)) * half
+            face[:, axis] = sign * half[axis]
+            local.append(face)
+    local.append(rng.choice([-1.0, 1.0], (n, 3)) * half)
+    local = np.concatenate(local)
+    cos, sin = np.cos(box[6]), np.sin(box[6])
+    x = local[:, 0] * cos - local[:, 1] * sin + box[0]
+    y = local[:, 0] * sin + local[:, 1] * cos + box[1]
+    return np.stack([x, y, local[:, 2] + box[2]], axis=1)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_count_points_in_boxes_equals_boxes3d_count_points(seed):
+    """Same counts as the dense rule on random boxes, points on their faces and corners (after
+    rounding some land just inside, some just outside), axis-aligned and quarter-turn boxes, huge
+    coordinates, NaN / inf points and a NaN box."""
+    rng = np.random.default_rng(seed)
+    m = 40
+    boxes = np.concatenate([rng.uniform(-30, 30, (m, 3)), rng.uniform(0.3, 8, (m, 3)),
+                            rng.uniform(-np.pi, np.pi, (m, 1))], axis=1)
+    boxes[:4, 6] = [0.0, np.pi / 2, -np.pi, -np.pi / 2]
+    boxes[4, :3] = [5e4, -5e4, 10.0]
+    boxes[5] = np.nan
+    points = np.concatenate([
+        rng.uniform(-35, 35, (4000, 3)),
+        *[points_on_faces(box, rng, 20) for box in boxes[:5]],
+        boxes[:5, :3],  # centres
+        [[np.nan, 0, 0], [np.inf, 0, 0], [0, -np.inf, 0], [1e30, 1e30, 1e30]],
+    ])
+    for dtype in (torch.float64, torch.float32):
+        tensor = torch.from_numpy(points).to(dtype)
+        box_tensor = Boxes3D(torch.from_numpy(boxes).to(dtype))
+        expected = box_tensor.count_points(tensor)
+        got = count_points_in_boxes(tensor, box_tensor)
+        assert got.dtype == torch.int64 and got.tolist() == expected.tolist()
+        assert got[5] == 0 and (got[:5] >= 1).all()
+    assert count_points_in_boxes(points, Boxes3D(torch.from_numpy(boxes))).tolist() == Boxes3D(
+        torch.from_numpy(boxes)).count_points(torch.from_numpy(points)).tolist()
+    # Points on the faces of an axis-aligned box with representable values: all counted.
+    cube = Boxes3D(torch.tensor([[1.0, 2.0, 3.0, 4.0, 2.0, 1.0, 0.0]], dtype=torch.float64))
+    faces = torch.tensor([[3.0, 2, 3], [-1, 2, 3], [1, 3, 3], [1, 1, 3], [1, 2, 3.5], [1, 2, 2.5], [3, 3, 3.5],
+                          [3.0 + 1e-9, 2, 3]], dtype=torch.float64)
+    assert count_points_in_boxes(faces, cube).tolist() == [7] == cube.count_points(faces).tolist()
 
 
 def test_registered_loader_for_a_point_source(tmp_path):
@@ -353,3 +406,23 @@ def test_registered_loader_for_a_point_source(tmp_path):
     info.lidar = PointSource(path="p.npy", format="npy", columns=("x", "y", "z"))
     sample = load_sample(info, tmp_path, feature_columns=())
     np.testing.assert_array_equal(sample.points.numpy(), points)
+
+
+def test_count_points_in_boxes_never_pairs_every_point_with_every_box(monkeypatch):
+    """The exact test sees only the points near each box (the axis-aligned pre-filter), so memory
+    stays O(P) per box: no call pairs all 20 000 points with even one box."""
+    rng = np.random.default_rng(0)
+    points = torch.from_numpy(rng.uniform(-50, 50, (20_000, 3)))
+    boxes = Boxes3D(torch.from_numpy(np.concatenate([rng.uniform(-40, 40, (30, 3)), rng.uniform(1, 4, (30, 3)),
+                                                     rng.uniform(-np.pi, np.pi, (30, 1))], 1)))
+    expected = boxes.count_points(points).tolist()
+    pairs = []
+    dense = Boxes3D.points_in_boxes
+
+    def spy(self, query):
+        pairs.append(len(query) * len(self))
+        return dense(self, query)
+
+    monkeypatch.setattr(Boxes3D, "points_in_boxes", spy)
+    assert count_points_in_boxes(points, boxes).tolist() == expected
+    assert pairs and max(pairs) < 2_000

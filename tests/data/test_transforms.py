@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ import torch
 from shapely.geometry import Polygon
 
 from pointformer.data.transforms import (
+    CameraFOVFilter,
     Compose,
     GlobalRotScaleTrans,
     NonFiniteFilter,
@@ -372,6 +374,130 @@ def test_sweep_subsample_adversarial():
     only_sweeps = sweep_sample([0.3, 0.1])  # no keyframe points at all
     kept = SweepSubsample(1, test_mode=True)(only_sweeps, None).column("time_lag")
     assert len(kept) == 21 and bool((kept == np.float32(0.1)).all())
+
+
+# ------------------------------------------------------- camera field of view
+REALDATA = Path(__file__).resolve().parents[2].parent / "shared" / "realdata"
+
+# A KITTI calibration (2011_09_26, frames 000001-5 of the object benchmark), 4x4 as KittiReader stores it.
+KITTI_CALIB = {
+    "P2": [[721.5377, 0.0, 609.5593, 44.85728], [0.0, 721.5377, 172.854, 0.2163791],
+           [0.0, 0.0, 1.0, 0.002745884], [0.0, 0.0, 0.0, 1.0]],
+    "R0_rect": [[0.9999239, 0.00983776, -0.007445048, 0.0], [-0.009869795, 0.9999421, -0.004278459, 0.0],
+                [0.007402527, 0.004351614, 0.9999631, 0.0], [0.0, 0.0, 0.0, 1.0]],
+    "Tr_velo_to_cam": [[0.007533745, -0.9999714, -0.000616602, -0.004069766],
+                       [0.01480249, 0.0007280733, -0.9998902, -0.07631618],
+                       [0.9998621, 0.00752379, 0.01480755, -0.2717806], [0.0, 0.0, 0.0, 1.0]],
+}
+# Exact arithmetic: camera looking along +x, f = 512 px, principal point (256, 128), image 256 x 512:
+# u = 256 - 512 y / x, v = 128 - 512 z / x, depth = x.
+EXACT_CALIB = {
+    "P2": [[512.0, 0, 256, 0], [0, 512, 128, 0], [0, 0, 1, 0], [0, 0, 0, 1]],
+    "R0_rect": np.eye(4).tolist(),
+    "Tr_velo_to_cam": [[0.0, -1, 0, 0], [0, 0, -1, 0], [1, 0, 0, 0], [0, 0, 0, 1]],
+}
+
+
+def camera_sample(xyz: np.ndarray, calib: dict, image_shape: list[int], labels: bool = True) -> Sample:
+    points = np.concatenate([xyz, np.arange(len(xyz))[:, None]], axis=1)
+    return Sample(torch.from_numpy(points).float(), ("x", "y", "z", "intensity"), Annotations.empty(),
+                  point_labels=torch.arange(len(xyz)) if labels else None,
+                  meta={"sample_id": "cam", "kitti": {"calib": calib, "image_shape": image_shape}})
+
+
+def fov_loop(points: list[list[float]], calib: dict, height: int, width: int) -> list[bool]:
+    """Per point, by hand: LiDAR -> camera 0 -> rectified -> image_2, then the image bounds."""
+    def apply(matrix, vector):
+        return [sum(matrix[r][c] * vector[c] for c in range(4)) for r in range(4)]
+
+    keep = []
+    for x, y, z in points:
+        if not all(math.isfinite(v) for v in (x, y, z)):
+            keep.append(False)
+            continue
+        u, v, depth, _ = apply(calib["P2"], apply(calib["R0_rect"], apply(calib["Tr_velo_to_cam"], [x, y, z, 1.0])))
+        keep.append(depth > 0 and 0 <= u / depth < width and 0 <= v / depth < height)
+    return keep
+
+
+def test_camera_fov_filter_border_and_behind_the_camera():
+    step = 2.0**-20  # representable in float32: u, v are exact
+    cases = [  # (x, y, z), kept
+        ((2, 0, 0), True), ((2, 1, 0), True), ((2, 1 - step, 0), True), ((2, 1 + step, 0), False),  # u = 0 kept
+        ((2, -1, 0), False), ((2, -1 + step, 0), True),  # u = w dropped, just below kept
+        ((2, 0, 0.5), True), ((2, 0, -0.5), False), ((2, 0, -0.5 + step), True),  # v = 0 kept, v = h dropped
+        ((2, 1, 0.5), True), ((2, -1, -0.5), False),  # corners
+        ((-2, 0, 0), False), ((-2, 1, 0.5), False), ((0, 0, 0), False), ((0, 1, 0), False),  # behind / on the camera
+        ((step, 0, 0), True), ((300, 0, 0), True), ((1e30, 0, 0), True),
+        ((np.nan, 0, 0), False), ((np.inf, 0, 0), False), ((2, np.inf, 0), False),
+    ]
+    xyz = np.array([c[0] for c in cases], dtype=np.float64)
+    expected = [c[1] for c in cases]
+    assert fov_loop(xyz.tolist(), EXACT_CALIB, 256, 512) == expected
+    sample = camera_sample(xyz, EXACT_CALIB, [256, 512])
+    out = CameraFOVFilter()(sample)
+    kept = np.nonzero(expected)[0].tolist()
+    assert out.point_labels.tolist() == kept and out.points[:, 3].long().tolist() == kept
+    assert out.meta["dropped_outside_camera_fov"] == len(cases) - len(kept)
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_camera_fov_filter_vs_loop_on_a_kitti_calibration(seed):
+    rng = np.random.default_rng(seed)
+    xyz = np.concatenate([rng.uniform([-80, -50, -3], [80, 50, 3], (3000, 3)),
+                          rng.uniform([-0.5, -3, -1], [0.5, 3, 1], (300, 3))])  # around the camera plane
+    expected = fov_loop(xyz.astype(np.float32).astype(np.float64).tolist(), KITTI_CALIB, 375, 1242)
+    out = CameraFOVFilter()(camera_sample(xyz, KITTI_CALIB, [375, 1242]), np.random.default_rng(0))
+    assert out.point_labels.tolist() == np.nonzero(expected)[0].tolist()
+    assert 0 < out.num_points < len(xyz) and out.meta["dropped_outside_camera_fov"] == len(xyz) - out.num_points
+    empty = CameraFOVFilter()(camera_sample(np.zeros((0, 3)), KITTI_CALIB, [375, 1242]))
+    assert empty.num_points == 0 and empty.meta["dropped_outside_camera_fov"] == 0
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda m: m.pop("kitti"), r"cam: CameraFOVFilter needs meta\['kitti'\]"),
+        (lambda m: m["kitti"].pop("calib"), r"needs meta\['kitti'\]\['calib'\]"),
+        (lambda m: m["kitti"]["calib"].pop("R0_rect"), r"needs meta\['kitti'\]\['calib'\]\['R0_rect'\]"),
+        (lambda m: m["kitti"].pop("image_shape"), r"needs meta\['kitti'\]\['image_shape'\]"),
+        (lambda m: m["kitti"].update(image_shape=None), r"needs meta\['kitti'\]\['image_shape'\]"),
+        (lambda m: m["kitti"].update(image_shape=[375]), r"image_shape'\] must be \[h, w\]"),
+        (lambda m: m["kitti"]["calib"].update(P2=[[1.0, 0, 0, 0]] * 3), r"\['P2'\] must be a finite 4x4"),
+    ],
+)
+def test_camera_fov_filter_names_the_missing_meta(edit, message):
+    sample = camera_sample(np.ones((3, 3)), copy.deepcopy(KITTI_CALIB), [375, 1242])
+    edit(sample.meta)
+    with pytest.raises(ValueError, match=message):
+        CameraFOVFilter()(sample)
+
+
+def test_camera_fov_filter_on_real_kitti_frames():
+    """KittiReader frames: the loop twin on every 7th point; mmdetection3d's camera-cropped
+    000008.bin (velodyne_reduced, same calibration as frame 000001) is kept whole."""
+    from pointformer.data.readers.kitti import KittiReader, read_png_shape
+    from pointformer.data.transforms import kitti_camera, points_in_image
+
+    root = REALDATA / "kitti_openpcdet_pr653"
+    reduced = REALDATA / "mmdetection3d" / "demo" / "data" / "kitti" / "000008.bin"
+    if not (root / "training" / "image_2" / "000001.png").is_file() or not reduced.is_file():
+        pytest.skip(f"real data under {REALDATA} not available")
+    reader = KittiReader(root, ids=["000000", "000001"])
+    for sample in (reader[0], reader[1]):
+        out = CameraFOVFilter()(sample)
+        matrix, (height, width) = kitti_camera(sample)
+        keep = points_in_image(sample.points[:, :3].double().numpy(), matrix, height, width)
+        assert torch.equal(out.points, sample.points[torch.from_numpy(keep)])
+        expected = fov_loop(sample.points[::7, :3].double().tolist(), sample.meta["kitti"]["calib"], height, width)
+        assert keep[::7].tolist() == expected
+        assert 0.1 < out.num_points / sample.num_points < 0.25  # a ~90 degree view of a 360 degree sweep
+        assert out.meta["dropped_outside_camera_fov"] == sample.num_points - out.num_points
+    cropped = np.fromfile(reduced, np.float32).reshape(-1, 4)
+    calib = reader[1].meta["kitti"]["calib"]
+    shape = list(read_png_shape(reduced.with_suffix(".png")))
+    out = CameraFOVFilter()(camera_sample(cropped[:, :3].astype(np.float64), calib, shape, labels=False))
+    assert out.num_points == len(cropped) == 17238
 
 
 # --------------------------------------------------------- generic checks

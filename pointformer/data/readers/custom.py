@@ -8,7 +8,9 @@ Layout (see ``datasets/README.md``)::
     root/splits/<split>.txt      frame ids, one per line (optional)
 
 Boxes are in our convention: x forward, y left, z up, metres, centre of gravity, yaw
-counter-clockwise from +x. A frame without a label file is unlabelled.
+counter-clockwise from +x. A frame without a label file has no boxes: in a split where some
+frame has labels its record is an empty annotations record of the split's box width; in a
+split without any label file every record is unlabelled (annotations None).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from pointformer.data.infos import SampleInfo, load_cloud
+from pointformer.data.infos import SampleInfo, empty_annotations_record, load_cloud
 from pointformer.data.readers.base import LazyFrameReader
 from pointformer.data.readers.files import count_points_in_boxes, frame_stem, point_extension, point_source
 from pointformer.structures import Annotations, Boxes3D
@@ -197,7 +199,10 @@ class CustomReader(LazyFrameReader):
     ``count_points``: fill a box's missing ``num_points`` with the points inside it (reads the
     frame's cloud when its record is built); otherwise missing counts stay -1.
     Every label file must belong to a point file; all labels of the split are read and checked
-    when the reader is made. Records: dataset ``custom``, sample id = frame id.
+    when the reader is made. One box width for the split (``box_dim``: 9 when any box has a
+    velocity, else 7; None when no frame of the split has a label file); a frame without a label
+    file in a labelled split gets an empty record of that width. Records: dataset ``custom``,
+    sample id = frame id.
     """
 
     def __init__(self, root: str | os.PathLike, split: str | None = None, *, count_points: bool = True):
@@ -211,20 +216,26 @@ class CustomReader(LazyFrameReader):
         self._labels = {
             i: read_custom_labels(self._label_files[i], self.config.classes) for i in self.ids if i in self._label_files
         }
-        self._align_velocity()
+        self.box_dim = self._align_box_width()
 
-    def _align_velocity(self) -> None:
-        """One box width for the whole split: 9 columns (NaN velocity where absent) if any box has one."""
+    def _align_box_width(self) -> int | None:
+        """One box width for the whole split: 9 columns (NaN velocity where absent) if any box has
+        one, else 7; None when the split has no label file."""
+        if not self._labels:
+            return None
         if not any(r["box_dim"] == 9 for r in self._labels.values()):
-            return
+            return 7
         for record in self._labels.values():
             record["box_dim"] = 9
             record["boxes"] = [row + [None, None] if len(row) == 7 else row for row in record["boxes"]]
+        return 9
 
     def _build_info(self, frame_id: str) -> SampleInfo:
         relative = self._point_files[frame_id].relative_to(self.root)
         source = point_source(relative, self.config.point_columns, self.config.point_dtype, root=self.root)
         record = self._labels.get(frame_id)
+        if record is None and self.box_dim is not None:
+            record = empty_annotations_record(self.box_dim)
         if record is not None and self.count_points and any(n < 0 for n in record["num_points"]):
             record = dict(record)
             boxes = np.array([[np.nan if v is None else v for v in row[:7]] for row in record["boxes"]])

@@ -18,6 +18,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from pointformer.data.gt_database import point_indices_in_boxes
 from pointformer.data.infos import LoadedCloud, PointSource, SampleInfo, register_point_format
 from pointformer.structures import Boxes3D
 
@@ -484,14 +485,12 @@ def load_point_file(source: PointSource, path: Path) -> LoadedCloud:
 
 
 # ----------------------------------------------------------- boxes and points
-def count_points_in_boxes(points: torch.Tensor | np.ndarray, boxes: Boxes3D, max_pairs: int = 20_000_000) -> torch.Tensor:
-    """(M,) int64 points inside each box (surface included), in chunks of boxes so that no more
-    than ``max_pairs`` point-box pairs are held at once. Non-finite points count nowhere."""
-    points = torch.as_tensor(np.asarray(points)[:, :3] if isinstance(points, np.ndarray) else points[:, :3])
-    if len(boxes) == 0:
-        return torch.zeros(0, dtype=torch.int64)
-    step = max(1, max_pairs // max(1, points.shape[0]))
-    return torch.cat([boxes[i : i + step].count_points(points) for i in range(0, len(boxes), step)])
+def count_points_in_boxes(points: torch.Tensor | np.ndarray, boxes: Boxes3D) -> torch.Tensor:
+    """(M,) int64 points inside each box (surface included), the rule of
+    :meth:`Boxes3D.count_points`, one box at a time behind an axis-aligned pre-filter (memory
+    O(P) per box, never P x M). Non-finite points count nowhere."""
+    counts = [len(inside) for inside in point_indices_in_boxes(torch.as_tensor(points), boxes)]
+    return torch.tensor(counts, dtype=torch.int64)
 
 
 load_bin = load_npy = load_point_file  # the names this module registered first

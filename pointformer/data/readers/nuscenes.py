@@ -326,7 +326,7 @@ def _point_source(tables: NuScenesTables, sample_data: dict, pose: np.ndarray, t
         sample_from_source=np.asarray(pose, dtype=np.float64).tolist(),
         time_lag=float(time_lag),
         labels_path=labels_path,
-        key={"sample_data_token": sample_data["token"], "table": str(tables["sample_data"].path)},
+        key={"sample_data_token": sample_data["token"]},
     )
 
 
@@ -389,9 +389,9 @@ def _sample_info(
 
 def _annotation_record(tables: NuScenesTables, annotations: list[dict], ours_from_global: np.ndarray) -> dict:
     """sample_annotation records (global frame) -> the info record's lists in our lidar frame."""
-    boxes, names, num_points, attributes, ids = [], [], [], [], []
+    boxes = _boxes_in_frame(tables, annotations, ours_from_global)
+    names, num_points, attributes, ids = [], [], [], []
     for annotation in annotations:
-        boxes.append(_box_in_frame(tables, annotation, ours_from_global))
         instance = tables.follow("sample_annotation", annotation, "instance_token", "instance")
         category = tables.value("category", tables.follow("instance", instance, "category_token", "category"), "name")
         names.append(NUSCENES_CATEGORY_TO_DETECTION.get(category, category))
@@ -410,28 +410,40 @@ def _attribute_names(tables: NuScenesTables, annotation: dict) -> str:
     return ",".join(names)
 
 
-def _box_in_frame(tables: NuScenesTables, annotation: dict, frame_from_global: np.ndarray) -> list[float | None]:
-    """One annotation as ``[x, y, z, l, w, h, yaw, vx, vy]`` in the target frame (float64).
+def _boxes_in_frame(tables: NuScenesTables, annotations: list[dict], frame_from_global: np.ndarray) -> list[list]:
+    """Annotations as rows ``[x, y, z, l, w, h, yaw, vx, vy]`` in the target frame (float64).
 
-    The yaw is the heading of the box's rotated +x axis projected on the target xy plane (the
+    The yaw is the heading of each box's rotated +x axis projected on the target xy plane (the
     devkit's ``quaternion_yaw`` of the box after ``Box.rotate``); the velocity is the devkit's
     ``box_velocity`` rotated as a 3D vector, its xy kept; NaN (None) where unknown.
     """
-    translation = np.asarray(tables.value("sample_annotation", annotation, "translation"), dtype=np.float64)
-    size = np.asarray(tables.value("sample_annotation", annotation, "size"), dtype=np.float64)
-    rotation = np.asarray(tables.value("sample_annotation", annotation, "rotation"), dtype=np.float64)
-    if translation.shape != (3,) or size.shape != (3,) or rotation.shape != (4,) or not (
-        np.isfinite(translation).all() and np.isfinite(size).all() and np.isfinite(rotation).all()
-    ):
-        raise ValueError(f"{tables['sample_annotation'].path}: sample_annotation {annotation.get('token')!r} has an "
+    if not annotations:
+        return []
+    fields = {name: [tables.value("sample_annotation", a, name) for a in annotations]
+              for name in ("translation", "size", "rotation")}
+    try:
+        translation = np.asarray(fields["translation"], dtype=np.float64).reshape(len(annotations), 3)
+        size = np.asarray(fields["size"], dtype=np.float64).reshape(len(annotations), 3)
+        rotation = np.asarray(fields["rotation"], dtype=np.float64).reshape(len(annotations), 4)
+    except (TypeError, ValueError):
+        translation = size = rotation = None
+    bad = [a.get("token") for a, ok in zip(annotations, _finite_rows(translation, size, rotation)) if not ok]
+    if bad:
+        raise ValueError(f"{tables['sample_annotation'].path}: sample_annotation {bad[0]!r} has an "
                          "invalid translation / size / rotation")
     frame_rotation = frame_from_global[:3, :3]
-    center = frame_rotation @ translation + frame_from_global[:3, 3]
-    yaw = float(normalize_yaw(heading_yaw(frame_rotation @ quaternion_to_matrix(rotation))))
-    velocity = frame_rotation @ box_velocity(tables, annotation)
-    width, length, height = size
-    values = [*center, length, width, height, yaw, velocity[0], velocity[1]]
-    return [float(v) if np.isfinite(v) else None for v in values]
+    center = translation @ frame_rotation.T + frame_from_global[:3, 3]
+    yaw = normalize_yaw(heading_yaw(frame_rotation @ quaternion_to_matrix(rotation)))
+    velocity = np.stack([box_velocity(tables, a) for a in annotations]) @ frame_rotation.T
+    rows = np.column_stack([center, size[:, 1], size[:, 0], size[:, 2], yaw, velocity[:, :2]])
+    return [[float(v) if np.isfinite(v) else None for v in row] for row in rows.tolist()]
+
+
+def _finite_rows(*arrays: np.ndarray | None) -> list[bool]:
+    """Per row: every array parsed and finite there (all False when one failed to parse)."""
+    if any(a is None for a in arrays):
+        return [False] * max((len(a) for a in arrays if a is not None), default=1)
+    return np.all([np.isfinite(a).all(axis=1) for a in arrays], axis=0).tolist()
 
 
 def box_velocity(tables: NuScenesTables, annotation: dict, max_time_diff: float = MAX_VELOCITY_TIME_DIFF) -> np.ndarray:

@@ -202,23 +202,43 @@ def resolve(root: str | os.PathLike | None, path: str) -> Path:
     return path_obj if path_obj.is_absolute() or root is None else Path(root) / path_obj
 
 
-def load_cloud(source: PointSource, root: str | os.PathLike | None, min_distance: float = 0.0) -> LoadedCloud:
-    """Read one source, attach its lidarseg labels, drop points within ``min_distance`` of the
-    sensor (square rule, in the source frame), and move xyz into the sample frame."""
+def read_source(source: PointSource, root: str | os.PathLike | None, min_distance: float = 0.0) -> LoadedCloud:
+    """Read one source and its lidarseg labels, dropping the points within ``min_distance`` of
+    the sensor (square rule); points stay in the source frame."""
     path = resolve(root, source.path)
     cloud = _loader_for(source)(source, path)
     if source.labels_path is not None:
         cloud.labels = read_lidarseg(resolve(root, source.labels_path), expected=len(cloud.points), cloud_path=path)
     if min_distance > 0:
         keep = _outside_ego_square(cloud.points, min_distance)
-        cloud = _select_cloud(cloud, keep)
-        cloud.dropped_close = int((~keep).sum())
-    if source.sample_from_source is not None and len(cloud.points):
-        pose = np.asarray(source.sample_from_source, dtype=np.float64)
-        xyz = cloud.points[:, :3].astype(np.float64) @ pose[:3, :3].T + pose[:3, 3]
-        cloud.points = cloud.points.copy()
-        cloud.points[:, :3] = xyz.astype(np.float32)
+        dropped = int(len(keep) - np.count_nonzero(keep))
+        if dropped:
+            cloud = _select_cloud(cloud, keep)
+        cloud.dropped_close = dropped
     return cloud
+
+
+def load_cloud(source: PointSource, root: str | os.PathLike | None, min_distance: float = 0.0) -> LoadedCloud:
+    """:func:`read_source`, then xyz moved into the sample frame."""
+    cloud = read_source(source, root, min_distance)
+    if source.sample_from_source is not None and len(cloud.points):
+        xyz = transformed_xyz(cloud.points, np.asarray(source.sample_from_source, dtype=np.float64))
+        cloud.points = cloud.points.copy()
+        for axis, values in enumerate(xyz):
+            cloud.points[:, axis] = values
+    return cloud
+
+
+def transformed_xyz(points: np.ndarray, pose: np.ndarray | None) -> tuple[np.ndarray, ...]:
+    """The x, y, z columns of (N, C) ``points`` after a 4x4 pose, each (N,) float64.
+
+    Accumulated column by column in float64 (as precise as a float64 matrix product and about
+    three times faster than numpy's mixed-precision matmul).
+    """
+    x, y, z = (points[:, i].astype(np.float64) for i in range(3))
+    if pose is None:
+        return x, y, z
+    return tuple(pose[row, 0] * x + pose[row, 1] * y + pose[row, 2] * z + pose[row, 3] for row in range(3))
 
 
 def read_lidarseg(path: Path, expected: int, cloud_path: Path) -> np.ndarray:
@@ -256,18 +276,13 @@ def load_sample(
         time_lag = (info.max_sweeps if num_sweeps is None else num_sweeps) > 0
     columns = ("x", "y", "z", *feature_columns) + (("time_lag",) if time_lag else ())
 
-    parts, labels, instances = [], [], []
-    dropped_close = 0
-    for index, source in enumerate([info.lidar, *sweeps]):
-        cloud = load_cloud(source, root, min_distance=sweep_min_distance if index > 0 else 0.0)
-        dropped_close += cloud.dropped_close
-        parts.append(_pick_columns(cloud, feature_columns, source, time_lag))
-        labels.append(cloud.labels if index == 0 else None)
-        instances.append(cloud.instance_ids if index == 0 else None)
-
-    points = np.concatenate(parts, axis=0) if parts else np.zeros((0, len(columns)), np.float32)
-    point_labels = _merge_optional(labels, [len(p) for p in parts])
-    instance_ids = _merge_optional(instances, [len(p) for p in parts])
+    sources = [info.lidar, *sweeps]
+    clouds = [read_source(s, root, min_distance=sweep_min_distance if i > 0 else 0.0) for i, s in enumerate(sources)]
+    points = _merge_columns(clouds, sources, feature_columns, time_lag)
+    counts = [len(c.points) for c in clouds]
+    point_labels = _merge_optional([clouds[0].labels] + [None] * len(sweeps), counts)
+    instance_ids = _merge_optional([clouds[0].instance_ids] + [None] * len(sweeps), counts)
+    dropped_close = sum(c.dropped_close for c in clouds)
 
     finite = np.isfinite(points).all(axis=1)
     dropped_non_finite = int((~finite).sum())
@@ -289,7 +304,7 @@ def load_sample(
         "dropped_close": dropped_close,
     }
     return Sample(
-        points=torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32)),
+        points=torch.from_numpy(points),
         point_columns=columns,
         annotations=annotations_from_record(info.annotations, where=f"sample {info.sample_id}: annotations"),
         point_labels=None if point_labels is None else torch.from_numpy(point_labels),
@@ -314,16 +329,29 @@ def _select_cloud(cloud: LoadedCloud, keep: np.ndarray) -> LoadedCloud:
     )
 
 
-def _pick_columns(cloud: LoadedCloud, features: Sequence[str], source: PointSource, time_lag: bool) -> np.ndarray:
-    missing = [c for c in ("x", "y", "z", *features) if c not in cloud.columns]
-    if missing:
-        raise ValueError(f"{source.path}: point columns {missing} requested but the file has {cloud.columns}")
-    index = [cloud.columns.index(c) for c in ("x", "y", "z", *features)]
-    picked = cloud.points[:, index].astype(np.float32, copy=False)
-    if time_lag:
-        lag = np.full((len(picked), 1), source.time_lag, dtype=np.float32)
-        picked = np.concatenate([picked, lag], axis=1)
-    return picked
+def _merge_columns(clouds: Sequence[LoadedCloud], sources: Sequence[PointSource], features: Sequence[str],
+                   time_lag: bool) -> np.ndarray:
+    """(sum N_i, 3 + F [+ 1]) float32: x, y, z in the sample frame and ``features`` of every
+    cloud (still in its source frame) back to back, then each source's time lag; written once
+    into one array."""
+    wanted = ("x", "y", "z", *features)
+    width = len(wanted) + int(time_lag)
+    points = np.empty((sum(len(c.points) for c in clouds), width), dtype=np.float32)
+    start = 0
+    for cloud, source in zip(clouds, sources):
+        missing = [c for c in wanted if c not in cloud.columns]
+        if missing:
+            raise ValueError(f"{source.path}: point columns {missing} requested but the file has {cloud.columns}")
+        stop = start + len(cloud.points)
+        pose = None if source.sample_from_source is None else np.asarray(source.sample_from_source, np.float64)
+        for axis, values in enumerate(transformed_xyz(cloud.points, pose)):
+            points[start:stop, axis] = values
+        index = [cloud.columns.index(c) for c in features]
+        points[start:stop, 3 : len(wanted)] = cloud.points[:, index]
+        if time_lag:
+            points[start:stop, -1] = source.time_lag
+        start = stop
+    return points
 
 
 def _merge_optional(parts: list[np.ndarray | None], counts: list[int]) -> np.ndarray | None:

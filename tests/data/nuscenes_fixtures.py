@@ -156,3 +156,14 @@ def devkit_boxes_in_ours(nusc, sample: dict) -> dict[str, np.ndarray]:
         instance = nusc.get("sample_annotation", token)["instance_token"]
         out[instance] = np.array([*center, l, w, h, yaw, velocity[0], velocity[1]])
     return out
+
+
+def assert_box_row_matches(row: list, expected: np.ndarray) -> np.ndarray:
+    """An info record's box row (None = NaN) equals a devkit box in our frame to 1e-4 m / rad,
+    NaN velocities in the same places; returns the row as an array."""
+    ours = np.array([np.nan if v is None else v for v in row])
+    np.testing.assert_allclose(ours[:6], expected[:6], atol=1e-4)
+    assert abs(normalize_yaw(ours[6] - expected[6])) < 1e-4
+    np.testing.assert_array_equal(np.isnan(ours[7:]), np.isnan(expected[7:]))
+    np.testing.assert_allclose(ours[7:], expected[7:], atol=1e-4, equal_nan=True)
+    return ours

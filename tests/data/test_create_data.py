@@ -15,7 +15,6 @@ from pointformer.data.classes import NUSCENES_CATEGORY_TO_DETECTION, NUSCENES_DE
 from pointformer.data.gt_database import GTDatabase
 from pointformer.data.infos import load_infos, load_sample
 from pointformer.data.prepare import info_file_name, prepare_dataset
-from pointformer.structures.rotation import normalize_yaw
 
 REPO = Path(__file__).resolve().parents[2]
 REALDATA = REPO.parent / "shared" / "realdata"
@@ -50,7 +49,7 @@ def test_layout_and_training_files(synthetic_root):
 def test_devkit_loads_it_and_agrees_on_every_box(synthetic_root):
     pytest.importorskip("nuscenes")
     from nuscenes import NuScenes
-    from nuscenes_fixtures import devkit_boxes_in_ours
+    from nuscenes_fixtures import assert_box_row_matches, devkit_boxes_in_ours
 
     nusc = NuScenes("v1.0-trainval", str(synthetic_root), verbose=False)
     infos = [i for split in ("train", "val") for i in load_infos(synthetic_root / info_file_name(split))[0]]
@@ -61,11 +60,7 @@ def test_devkit_loads_it_and_agrees_on_every_box(synthetic_root):
         record = info.annotations
         assert sorted(record["ids"]) == sorted(expected)
         for index, instance in enumerate(record["ids"]):
-            ours = np.array([np.nan if v is None else v for v in record["boxes"][index]])
-            theirs = expected[instance]
-            np.testing.assert_allclose(ours[:6], theirs[:6], atol=1e-4)
-            assert abs(normalize_yaw(ours[6] - theirs[6])) < 1e-4
-            np.testing.assert_allclose(ours[7:], theirs[7:], atol=1e-4, equal_nan=True)
+            assert_box_row_matches(record["boxes"][index], expected[instance])
             compared += 1
     assert compared == len(nusc.sample_annotation) > 20
 

@@ -19,14 +19,14 @@ from nuscenes.eval.common.config import config_factory  # noqa: E402
 from nuscenes.eval.detection.evaluate import DetectionEval  # noqa: E402
 from nuscenes.utils.data_classes import LidarPointCloud  # noqa: E402
 from nuscenes.utils.data_io import load_bin_file  # noqa: E402
-from nuscenes_fixtures import devkit_boxes_in_ours, random_scene  # noqa: E402
+from nuscenes_fixtures import assert_box_row_matches, devkit_boxes_in_ours, random_scene  # noqa: E402
 
 from pointformer.data.classes import NUSCENES_CATEGORY_TO_DETECTION  # noqa: E402
 from pointformer.data.readers.nuscenes import (  # noqa: E402
     NuScenesReader, NuScenesTables, box_velocity, ours_points_to_nuscenes_lidar,
 )
 from pointformer.data.synthetic.nuscenes_writer import write_nuscenes  # noqa: E402
-from pointformer.structures.rotation import matrix_to_quaternion, normalize_yaw, yaw_matrix  # noqa: E402
+from pointformer.structures.rotation import matrix_to_quaternion, yaw_matrix  # noqa: E402
 
 VERSION = "v1.0-trainval"
 SCENE_NAMES = ("scene-0003", "scene-0012")  # both in the official val split
@@ -77,12 +77,7 @@ def test_boxes_and_velocities_agree_with_devkit(dataset):
         record = info.annotations
         assert sorted(record["ids"]) == sorted(expected)
         for index, instance in enumerate(record["ids"]):
-            ours = np.array([np.nan if v is None else v for v in record["boxes"][index]])
-            theirs = expected[instance]
-            np.testing.assert_allclose(ours[:6], theirs[:6], atol=1e-4)
-            assert abs(normalize_yaw(ours[6] - theirs[6])) < 1e-4
-            np.testing.assert_array_equal(np.isnan(ours[7:]), np.isnan(theirs[7:]))
-            np.testing.assert_allclose(ours[7:], theirs[7:], atol=1e-4, equal_nan=True)
+            ours = assert_box_row_matches(record["boxes"][index], expected[instance])
             nan_velocities += int(np.isnan(ours[7]))
             compared += 1
             annotation = next(nusc.get("sample_annotation", t) for t in sample["anns"]

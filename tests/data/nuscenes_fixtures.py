@@ -167,3 +167,25 @@ def assert_box_row_matches(row: list, expected: np.ndarray) -> np.ndarray:
     np.testing.assert_array_equal(np.isnan(ours[7:]), np.isnan(expected[7:]))
     np.testing.assert_allclose(ours[7:], expected[7:], atol=1e-4, equal_nan=True)
     return ours
+
+
+def ground_truth_as_results(nusc, sample_tokens, velocity_of) -> dict[str, list[dict]]:
+    """The devkit's annotations of ``sample_tokens`` as a detection submission (score 1):
+    ``results`` keyed by sample token; ``velocity_of(annotation)`` gives the (2,) velocity."""
+    from pointformer.data.classes import NUSCENES_CATEGORY_TO_DETECTION
+
+    attribute_names = {a["token"]: a["name"] for a in nusc.attribute}
+    results: dict[str, list[dict]] = {token: [] for token in sample_tokens}
+    for annotation in nusc.sample_annotation:
+        name = NUSCENES_CATEGORY_TO_DETECTION.get(annotation["category_name"])
+        if name is None or annotation["sample_token"] not in results:
+            continue
+        velocity = velocity_of(annotation)
+        results[annotation["sample_token"]].append({
+            "sample_token": annotation["sample_token"], "translation": annotation["translation"],
+            "size": annotation["size"], "rotation": annotation["rotation"],
+            "velocity": [0.0, 0.0] if np.isnan(velocity).any() else list(map(float, velocity)),
+            "detection_name": name, "detection_score": 1.0,
+            "attribute_name": "".join(attribute_names[t] for t in annotation["attribute_tokens"]),
+        })
+    return results

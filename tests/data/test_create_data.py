@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pointformer.data.classes import NUSCENES_CATEGORY_TO_DETECTION, NUSCENES_DETECTION_CLASSES
+from pointformer.data.classes import NUSCENES_DETECTION_CLASSES
 from pointformer.data.gt_database import GTDatabase
 from pointformer.data.infos import load_infos, load_sample
 from pointformer.data.prepare import info_file_name, prepare_dataset
@@ -72,21 +72,10 @@ def test_devkit_scores_the_ground_truth_perfectly(synthetic_root, tmp_path):
     from nuscenes.eval.detection.evaluate import DetectionEval
 
     nusc = NuScenes("v1.0-trainval", str(synthetic_root), verbose=False)
-    attribute_names = {a["token"]: a["name"] for a in nusc.attribute}
-    val_tokens = {info.sample_id for info in load_infos(synthetic_root / info_file_name("val"))[0]}
-    results = {token: [] for token in val_tokens}
-    for annotation in nusc.sample_annotation:
-        name = NUSCENES_CATEGORY_TO_DETECTION.get(annotation["category_name"])
-        if name is None or annotation["sample_token"] not in val_tokens:
-            continue
-        velocity = nusc.box_velocity(annotation["token"])[:2]
-        results[annotation["sample_token"]].append({
-            "sample_token": annotation["sample_token"], "translation": annotation["translation"],
-            "size": annotation["size"], "rotation": annotation["rotation"],
-            "velocity": [0.0, 0.0] if np.isnan(velocity).any() else velocity.tolist(),
-            "detection_name": name, "detection_score": 1.0,
-            "attribute_name": "".join(attribute_names[t] for t in annotation["attribute_tokens"]),
-        })
+    from nuscenes_fixtures import ground_truth_as_results
+
+    val_tokens = [info.sample_id for info in load_infos(synthetic_root / info_file_name("val"))[0]]
+    results = ground_truth_as_results(nusc, val_tokens, lambda a: nusc.box_velocity(a["token"])[:2])
     meta = {"use_lidar": True, "use_camera": False, "use_radar": False, "use_map": False, "use_external": False}
     (tmp_path / "gt.json").write_text(json.dumps({"meta": meta, "results": results}))
     evaluation = DetectionEval(nusc, config_factory("detection_cvpr_2019"), str(tmp_path / "gt.json"),

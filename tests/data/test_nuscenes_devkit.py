@@ -19,7 +19,7 @@ from nuscenes.eval.common.config import config_factory  # noqa: E402
 from nuscenes.eval.detection.evaluate import DetectionEval  # noqa: E402
 from nuscenes.utils.data_classes import LidarPointCloud  # noqa: E402
 from nuscenes.utils.data_io import load_bin_file  # noqa: E402
-from nuscenes_fixtures import assert_box_row_matches, devkit_boxes_in_ours, random_scene  # noqa: E402
+from nuscenes_fixtures import assert_box_row_matches, devkit_boxes_in_ours, ground_truth_as_results, random_scene  # noqa: E402
 
 from pointformer.data.classes import NUSCENES_CATEGORY_TO_DETECTION  # noqa: E402
 from pointformer.data.readers.nuscenes import (  # noqa: E402
@@ -161,20 +161,9 @@ def _evaluate(nusc, results_path, output_dir):
 def test_detection_eval_scores_ground_truth_perfectly(dataset, tmp_path):
     root, _, _, nusc = dataset
     tables = NuScenesTables.load(root / VERSION)
-    attribute_names = {a["token"]: a["name"] for a in nusc.attribute}
-    results: dict[str, list[dict]] = {s["token"]: [] for s in nusc.sample}
-    for annotation in nusc.sample_annotation:
-        name = NUSCENES_CATEGORY_TO_DETECTION.get(annotation["category_name"])
-        if name is None:
-            continue
-        velocity = box_velocity(tables, tables["sample_annotation"].by_token[annotation["token"]])[:2]
-        results[annotation["sample_token"]].append({
-            "sample_token": annotation["sample_token"], "translation": annotation["translation"],
-            "size": annotation["size"], "rotation": annotation["rotation"],
-            "velocity": [0.0, 0.0] if np.isnan(velocity).any() else velocity.tolist(),
-            "detection_name": name, "detection_score": 1.0,
-            "attribute_name": "".join(attribute_names[t] for t in annotation["attribute_tokens"]),
-        })
+    by_token = tables["sample_annotation"].by_token
+    results = ground_truth_as_results(nusc, [s["token"] for s in nusc.sample],
+                                      lambda a: box_velocity(tables, by_token[a["token"]])[:2])
     assert {b["detection_name"] for boxes in results.values() for b in boxes} == set(
         NUSCENES_CATEGORY_TO_DETECTION.values()
     )

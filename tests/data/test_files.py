@@ -426,3 +426,13 @@ def test_count_points_in_boxes_never_pairs_every_point_with_every_box(monkeypatc
     monkeypatch.setattr(Boxes3D, "points_in_boxes", spy)
     assert count_points_in_boxes(points, boxes).tolist() == expected
     assert pairs and max(pairs) < 2_000
+
+
+def test_real_waymo_kitti_format_bin_with_declared_columns():
+    path = realdata("mmdetection3d/tests/data/waymo/kitti_format/training/velodyne/0000000.bin")
+    columns = ("x", "y", "z", "intensity", "elongation", "timestamp")
+    cloud = read_points(path, columns)
+    assert cloud.points.shape == (800, 6) and cloud.columns == columns
+    np.testing.assert_array_equal(cloud.points, np.fromfile(path, np.float32).reshape(-1, 6))
+    with pytest.raises(ValueError, match="not a whole number"):
+        read_points(path, ("x", "y", "z", "intensity", "elongation", "timestamp", "extra"))

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, DistributedSampler, Sampler
 
-from pointformer.data.infos import SampleInfo, load_infos, load_sample, record_box_dim
+from pointformer.data.infos import PackedInfos, SampleInfo, load_infos, load_sample, record_box_dim
 from pointformer.data.transforms import Compose
 from pointformer.structures import Annotations, Boxes3D, PointBatch, Sample
 
@@ -60,7 +60,8 @@ class DetectionDataset(Dataset):
     ):
         if isinstance(infos, (str, os.PathLike)):
             infos, _ = load_infos(infos)
-        self.infos = list(infos)
+        self.box_dim = _common_box_dim(infos)
+        self.infos = PackedInfos(infos)
         self.root = root
         self.class_names = tuple(class_names)
         if transforms is not None and not callable(transforms):
@@ -74,7 +75,6 @@ class DetectionDataset(Dataset):
         self.seed = int(seed)
         self.time_lag = time_lag
         self.sweep_min_distance = sweep_min_distance
-        self.box_dim = _common_box_dim(self.infos)
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
 
     def __len__(self) -> int:

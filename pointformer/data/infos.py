@@ -363,6 +363,35 @@ def _merge_optional(parts: list[np.ndarray | None], counts: list[int]) -> np.nda
     )
 
 
+class PackedInfos(Sequence[SampleInfo]):
+    """Records kept as JSON in one uint8 buffer with offsets, decoded on access.
+
+    A list of ~30k record objects costs over a GB of Python objects per process, and every
+    DataLoader worker slowly copies it (reference counting dirties the shared pages); one numpy
+    buffer is a few hundred MB shared as it is.
+    """
+
+    def __init__(self, infos: Sequence[SampleInfo]):
+        blobs = [json.dumps(info.to_dict(), allow_nan=False).encode() for info in infos]
+        self._offsets = np.zeros(len(blobs) + 1, dtype=np.int64)
+        np.cumsum([len(b) for b in blobs], out=self._offsets[1:])
+        self._buffer = np.frombuffer(b"".join(blobs), dtype=np.uint8) if blobs else np.zeros(0, np.uint8)
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(len(self))[index]]
+        index = range(len(self))[index]
+        blob = self._buffer[self._offsets[index] : self._offsets[index + 1]].tobytes()
+        return SampleInfo.from_dict(json.loads(blob))
+
+    @property
+    def nbytes(self) -> int:
+        return self._buffer.nbytes + self._offsets.nbytes
+
+
 # ---------------------------------------------------------------- info files
 def save_infos(path: str | os.PathLike, infos: Sequence[SampleInfo], **header: Any) -> None:
     """Write records as one JSON document ``{"info_version", **header, "infos": [...]}``."""

@@ -92,3 +92,20 @@ def test_annotation_records_keep_their_box_width():
     eight = dict(annotations_to_record(seven), box_dim=8, boxes=[[0.0] * 8] * 2)
     with pytest.raises(ValueError, match=r"got widths \[8\]"):
         annotations_from_record(eight)
+
+
+def test_packed_infos_round_trip_and_indexing():
+    from pointformer.data.infos import PackedInfos, PointSource, SampleInfo
+
+    infos = [
+        SampleInfo("custom", f"s{i}", PointSource(f"{i}.bin", "bin"), sweeps=[PointSource("p.bin", "bin", time_lag=0.05)],
+                   annotations={"box_dim": 7, "boxes": [[i, 0, 0, 1, 1, 1, None]], "names": ["car"], "num_points": [3],
+                                "attributes": [""], "ids": ["a"]}, max_sweeps=1, meta={"k": [1, 2]})
+        for i in range(5)
+    ]
+    packed = PackedInfos(infos)
+    assert len(packed) == 5 and list(packed) == infos
+    assert packed[-1] == infos[-1] and packed[1:3] == infos[1:3]
+    assert packed.nbytes > 0 and len(PackedInfos([])) == 0
+    with pytest.raises(IndexError):
+        packed[5]

@@ -332,3 +332,19 @@ def test_bad_input_is_refused_before_anything_is_written(case, tmp_path):
 def test_bad_version_name_is_refused(tmp_path):
     with pytest.raises(ValueError, match="plain folder name"):
         write_nuscenes(tmp_path, _scenes(), "../v1.0-trainval")
+
+
+def test_scenes_streamed_from_an_iterator_give_the_same_dataset(written, tmp_path):
+    root, _, _, _ = written
+    write_nuscenes(tmp_path / "streamed", iter(_scenes()), VERSION, seed=3)
+    for name in TABLE_NAMES:
+        assert (tmp_path / "streamed" / VERSION / f"{name}.json").read_bytes() == (root / VERSION / f"{name}.json").read_bytes()
+
+
+def test_iterator_errors_leave_no_tables(tmp_path):
+    scenes = _scenes()
+    with pytest.raises(ValueError, match="duplicate scene names"):
+        write_nuscenes(tmp_path, iter([scenes[0], scenes[0]]), VERSION)
+    with pytest.raises(ValueError, match="no scenes given"):
+        write_nuscenes(tmp_path, iter([]), VERSION)
+    assert not (tmp_path / VERSION).exists()

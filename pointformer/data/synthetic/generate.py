@@ -125,9 +125,9 @@ def generate_nuscenes(
     plan = _scene_plan(num_scenes, val_fraction)
     settings = SyntheticSettings("nuscenes", num_scenes, samples_per_scene, seed, val_fraction)
     _claim_root(report.root, settings)
-    scenes = []
-    with _progress(progress) as bar:
-        task = bar.add_task("simulating scenes", total=len(plan)) if bar else None
+
+    def scenes():
+        """Simulated one at a time and handed to the writer, so one scene is in memory at once."""
         for split, index in plan:
             name = split_scene_names(split)[index]
             start = time.perf_counter()
@@ -137,12 +137,15 @@ def generate_nuscenes(
             report.samples += sum(s.is_key_frame for s in scene.sweeps)
             report.sweeps += len(scene.sweeps)
             report.points += sum(len(s.points) for s in scene.sweeps)
-            scenes.append(scene)
+            yield scene
             if bar:
                 bar.advance(task)
+
     start = time.perf_counter()
-    write_nuscenes(out, scenes, version=version, seed=seed, overwrite=True)
-    report.write_seconds = time.perf_counter() - start
+    with _progress(progress) as bar:
+        task = bar.add_task("simulating and writing scenes", total=len(plan)) if bar else None
+        write_nuscenes(out, scenes(), version=version, seed=seed, overwrite=True)
+    report.write_seconds = time.perf_counter() - start - report.simulate_seconds
     _mark_complete(report.root, settings)
     return report
 

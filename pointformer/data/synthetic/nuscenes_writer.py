@@ -27,7 +27,7 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -135,7 +135,7 @@ def make_token(seed: int, *parts: Any) -> str:
 
 def write_nuscenes(
     root: str | os.PathLike,
-    scenes: Sequence[NuScenesSceneData],
+    scenes: Iterable[NuScenesSceneData],
     version: str = "v1.0-trainval",
     *,
     seed: int = 0,
@@ -146,19 +146,22 @@ def write_nuscenes(
     Every token is a function of ``seed`` and scene content names, so the same input gives the
     same bytes. An existing ``<root>/<version>`` is an error unless ``overwrite`` (then it is
     replaced, with its lidarseg folder). Raises ``ValueError`` naming the scene, sweep or box
-    for invalid input, before anything is written.
+    for invalid input: for a list, before anything is written; for an iterator (scenes made
+    one at a time, so that only one is ever in memory), before that scene's files are written.
+    The tables appear only once every scene is written.
     """
     root = Path(root)
     if not _SAFE_NAME.match(version):
         raise ValueError(f"nuScenes version {version!r} must be a plain folder name")
-    if not scenes:
-        raise ValueError("write_nuscenes: no scenes given")
-    names = [scene.name for scene in scenes]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise ValueError(f"write_nuscenes: duplicate scene names {duplicates}")
-    for scene in scenes:
-        validate_scene(scene)
+    if isinstance(scenes, Sequence):
+        if not scenes:
+            raise ValueError("write_nuscenes: no scenes given")
+        names = [scene.name for scene in scenes]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"write_nuscenes: duplicate scene names {duplicates}")
+        for scene in scenes:
+            validate_scene(scene)
     if (root / version).exists() and not overwrite:
         raise FileExistsError(f"{root / version} already exists (pass overwrite=True to replace it)")
 
@@ -166,15 +169,16 @@ def write_nuscenes(
     staging = root / f".{version}.staging-{os.getpid()}"
     lidarseg_staging = root / "lidarseg" / f".{version}.staging-{os.getpid()}"
     try:
-        summary = _write_staged(root, scenes, version, seed, staging, lidarseg_staging)
+        summary = _write_staged(root, scenes, version, seed, staging, lidarseg_staging,
+                                validate_each=not isinstance(scenes, Sequence))
     finally:
         _remove_tree(staging)
         _remove_tree(lidarseg_staging)
     return summary
 
 
-def _write_staged(root: Path, scenes: Sequence[NuScenesSceneData], version: str, seed: int,
-                  staging: Path, lidarseg_staging: Path) -> NuScenesWriteSummary:
+def _write_staged(root: Path, scenes: Iterable[NuScenesSceneData], version: str, seed: int,
+                  staging: Path, lidarseg_staging: Path, validate_each: bool) -> NuScenesWriteSummary:
     """Point and label files, then the tables into ``staging``, then both folders into place
     (the table folder last: its presence marks a complete dataset)."""
     _remove_tree(staging)
@@ -182,8 +186,14 @@ def _write_staged(root: Path, scenes: Sequence[NuScenesSceneData], version: str,
     tables = _static_tables(seed)
     summary = NuScenesWriteSummary(root=root, version=version)
     for scene in scenes:
+        if validate_each:
+            if scene.name in summary.scene_tokens:
+                raise ValueError(f"write_nuscenes: duplicate scene names ['{scene.name}']")
+            validate_scene(scene)
         _add_scene(tables, summary, scene, seed, root, version, lidarseg_staging)
-    _add_maps(tables, scenes, seed, root)
+    if not summary.scene_tokens:
+        raise ValueError("write_nuscenes: no scenes given")
+    _add_maps(tables, seed, root)
 
     staging.mkdir(parents=True)
     for name, records in tables.items():
@@ -420,11 +430,11 @@ def _add_annotations(tables: dict[str, list[dict]], scene: NuScenesSceneData, se
             })
 
 
-def _add_maps(tables: dict[str, list[dict]], scenes: Sequence[NuScenesSceneData], seed: int, root: Path) -> None:
+def _add_maps(tables: dict[str, list[dict]], seed: int, root: Path) -> None:
     """One map record per location; the devkit only checks that its file exists at load time."""
     logs_by_location: dict[str, list[str]] = {}
-    for scene, log in zip(scenes, tables["log"]):
-        logs_by_location.setdefault(scene.location, []).append(log["token"])
+    for log in tables["log"]:
+        logs_by_location.setdefault(log["location"], []).append(log["token"])
     for location, log_tokens in logs_by_location.items():
         token = make_token(seed, "map", location)
         filename = f"maps/{token}.png"

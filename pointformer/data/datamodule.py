@@ -129,10 +129,25 @@ class PointCloudDataModule(pl.LightningDataModule):
         )
 
     def _train_sampler(self, dataset: DetectionDataset) -> Sampler[int]:
-        """A shuffling sampler whose ``set_epoch`` (called by Lightning) reaches the dataset."""
+        """A shuffling sampler whose ``set_epoch`` (called by Lightning) reaches the dataset.
+
+        It starts at the trainer's current epoch: Lightning builds the training iterator (and
+        its workers prefetch) before its first ``set_epoch`` call, so a resumed run would
+        otherwise replay epoch 0's order.
+        """
         if dist.is_available() and dist.is_initialized():
-            return EpochDistributedSampler(dataset, shuffle=True, seed=self.seed)
-        return EpochRandomSampler(dataset, seed=self.seed)
+            sampler = EpochDistributedSampler(dataset, shuffle=True, seed=self.seed)
+        else:
+            sampler = EpochRandomSampler(dataset, seed=self.seed)
+        sampler.set_epoch(self._trainer_epoch())
+        return sampler
+
+    def _trainer_epoch(self) -> int:
+        """Epochs the attached trainer has completed (0 without a trainer)."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0
+        return int(trainer.fit_loop.epoch_progress.current.processed)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")

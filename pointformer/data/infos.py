@@ -271,6 +271,8 @@ def load_sample(
     frame) are ego-vehicle returns and are dropped (counted in ``meta['dropped_close']``).
     Non-finite points are dropped and counted in ``meta['dropped_non_finite']``.
     """
+    if num_sweeps is not None and num_sweeps < 0:
+        raise ValueError(f"num_sweeps must be >= 0 (or None for all recorded), got {num_sweeps}")
     sweeps = info.sweeps if num_sweeps is None else info.sweeps[:num_sweeps]
     if time_lag is None:
         time_lag = (info.max_sweeps if num_sweeps is None else num_sweeps) > 0
@@ -368,17 +370,19 @@ class PackedInfos(Sequence[SampleInfo]):
 
     A list of ~30k record objects costs over a GB of Python objects per process, and every
     DataLoader worker slowly copies it (reference counting dirties the shared pages); one numpy
-    buffer is a few hundred MB shared as it is.
+    buffer is a few hundred MB shared as it is. Records must be JSON-safe, as readers make them
+    (a tuple comes back as a list).
     """
 
     def __init__(self, infos: Sequence[SampleInfo]):
-        blobs = [json.dumps(info.to_dict(), allow_nan=False).encode() for info in infos]
+        blobs = [_record_json(info) for info in infos]
         self._offsets = np.zeros(len(blobs) + 1, dtype=np.int64)
         np.cumsum([len(b) for b in blobs], out=self._offsets[1:])
         self._buffer = np.frombuffer(b"".join(blobs), dtype=np.uint8) if blobs else np.zeros(0, np.uint8)
 
     def __len__(self) -> int:
         return len(self._offsets) - 1
+
 
     def __getitem__(self, index):
         if isinstance(index, slice):
@@ -390,6 +394,13 @@ class PackedInfos(Sequence[SampleInfo]):
     @property
     def nbytes(self) -> int:
         return self._buffer.nbytes + self._offsets.nbytes
+
+
+def _record_json(info: SampleInfo) -> bytes:
+    try:
+        return json.dumps(info.to_dict(), allow_nan=False).encode()
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"info record {info.sample_id!r} is not JSON-safe: {error}") from error
 
 
 # ---------------------------------------------------------------- info files

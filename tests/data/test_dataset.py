@@ -342,6 +342,33 @@ def test_datamodule_iterates(tiny, num_workers):
         PointCloudDataModule(root, CLASSES, task="segmentation")
 
 
+def test_resumed_training_loader_starts_at_the_trainers_epoch(tiny):
+    """Lightning builds (and workers prefetch from) the training iterator before its first
+    set_epoch: the sampler must already be at the resumed epoch."""
+    from types import SimpleNamespace
+
+    from pointformer.data.datamodule import PointCloudDataModule
+
+    root, _ = tiny
+    module = PointCloudDataModule(root, CLASSES, train_infos=root / "infos.json", batch_size=6, num_workers=2,
+                                  train_transforms=AUGMENT, num_sweeps=1)
+    module.trainer = SimpleNamespace(fit_loop=SimpleNamespace(
+        epoch_progress=SimpleNamespace(current=SimpleNamespace(processed=2))))
+    module.setup("fit")
+    resumed = module.train_dataloader()
+    (batch,) = list(resumed)
+    assert {m["epoch"] for m in batch.metas} == {2}
+    expected = EpochRandomSampler(module.datasets["train"], seed=0)
+    expected.set_epoch(2)
+    assert [m["index"] for m in batch.metas] == list(expected)
+
+
+def test_negative_sweep_counts_are_an_error(tiny):
+    root, _ = tiny
+    with pytest.raises(ValueError, match="num_sweeps must be >= 0"):
+        DetectionDataset(root / "infos.json", root, CLASSES, num_sweeps=-1)[0]
+
+
 def test_datamodule_uses_a_distributed_sampler_under_ddp(tiny, tmp_path):
     import torch.distributed as dist
 

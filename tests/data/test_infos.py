@@ -109,3 +109,12 @@ def test_packed_infos_round_trip_and_indexing():
     assert packed.nbytes > 0 and len(PackedInfos([])) == 0
     with pytest.raises(IndexError):
         packed[5]
+
+
+
+def test_packed_infos_name_a_record_that_is_not_json_safe():
+    from pointformer.data.infos import PackedInfos, PointSource, SampleInfo
+
+    bad = SampleInfo("custom", "frame-7", PointSource("a.bin", "bin"), meta={"score": float("nan")})
+    with pytest.raises(ValueError, match="'frame-7' is not JSON-safe"):
+        PackedInfos([bad])

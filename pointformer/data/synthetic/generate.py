@@ -138,6 +138,7 @@ def generate_nuscenes(
             report.sweeps += len(scene.sweeps)
             report.points += sum(len(s.points) for s in scene.sweeps)
             yield scene
+            del scene  # only the writer holds it now
             if bar:
                 bar.advance(task)
 

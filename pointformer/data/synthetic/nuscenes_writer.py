@@ -191,6 +191,7 @@ def _write_staged(root: Path, scenes: Iterable[NuScenesSceneData], version: str,
                 raise ValueError(f"write_nuscenes: duplicate scene names ['{scene.name}']")
             validate_scene(scene)
         _add_scene(tables, summary, scene, seed, root, version, lidarseg_staging)
+        del scene  # let a streamed scene go before the next one is made
     if not summary.scene_tokens:
         raise ValueError("write_nuscenes: no scenes given")
     _add_maps(tables, seed, root)

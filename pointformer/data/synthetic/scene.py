@@ -561,10 +561,12 @@ class _SceneBuilder:
         if not self.static_fits(x, y, radius, radius, clearance=0.3):
             return False
         self.add_footprint(x, y, radius, radius)
-        trunk = rng.uniform(1.8, 3.4)
+        # Street trees are pruned to clear traffic (~4.3 m): the canopy starts at the trunk's top,
+        # so it never reaches into a vehicle's box, even a bus or trailer at the kerb.
+        trunk = rng.uniform(4.3, 5.5)
         self.structure.cylinder((x, y, trunk / 2), radius, trunk / 2, rng.uniform(0.25, 0.4), SEG_VEGETATION)
         rxy, rz = rng.uniform(1.2, 3.0), rng.uniform(1.2, 2.6)
-        self.structure.ellipsoid((x, y, trunk + 0.7 * rz), (rxy, rxy * rng.uniform(0.8, 1.2), rz), rng.uniform(0, np.pi),
+        self.structure.ellipsoid((x, y, trunk + rz), (rxy, rxy * rng.uniform(0.8, 1.2), rz), rng.uniform(0, np.pi),
                                  rng.uniform(0.4, 0.75), SEG_VEGETATION, porosity=rng.uniform(0.25, 0.5))
         return True
 

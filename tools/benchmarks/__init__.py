@@ -1,0 +1,1 @@
+"""Benchmark cases for tools/benchmark.py, one module per area."""

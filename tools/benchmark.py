@@ -24,7 +24,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchmarks.common import Row  # noqa: E402
+from benchmarks.common import Row, settle_allocator  # noqa: E402
 
 console = Console(width=160)
 OPS_AREAS = ("voxelize", "grouping", "boxes")
@@ -76,6 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    settle_allocator()
     if args.command == "data":
         from benchmarks import data
 

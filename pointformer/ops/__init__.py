@@ -1,16 +1,13 @@
-"""Tensor algorithms: voxelizers, window grouping, box ops. One public function per idea."""
+"""Tensor algorithms: voxelizers, window grouping, box ops. One public function per idea;
+each runs numba on CPU tensors and torch on CUDA tensors, with the same results."""
 
 from .box_points import points_in_boxes, points_in_boxes_batch
-from .nms import nms_circle, nms_rotated
-from .rotated_iou import box_iou
-from .voxelize import DynamicVoxelization
-from .voxelize import HardVoxelization
-from .voxelize import VoxelGrid
-from .voxelize import dynamic_voxelize
-from .voxelize import hard_voxelize
-from .voxelize import voxel_max
-from .voxelize import voxel_mean
-from .voxelize import voxelize_mean
 from .curves import CURVE_ORDERS, curve_keys, curve_plan, curve_plans, hilbert_code, morton_code
 from .grouping import FLAT_ORDERS, flat_window_plan, flat_window_plans, window_positions
+from .nms import nms_circle, nms_rotated
+from .rotated_iou import box_iou
 from .sst_windows import SST_BUCKET_CAPS, sst_window_plan, sst_window_plans
+from .voxelize import (
+    DynamicVoxelization, HardVoxelization, VoxelGrid, dynamic_voxelize, hard_voxelize, voxel_max, voxel_mean,
+    voxelize_mean,
+)

@@ -33,6 +33,7 @@ from pointformer.ops.rotated_iou import (
 )
 
 MAX_CELLS = 1 << 20  # grid cells at most on the CPU path
+MAX_LINKS_PER_BOX = 16  # box-to-cell links per box on average, at most (plus MAX_CELLS)
 CHUNK = 1 << 22  # point-box tests at once on the torch path
 
 
@@ -155,7 +156,9 @@ def _lookup_kernel(points, table, origin_x, origin_y, cell, columns, rows, start
 
 def _grid_geometry(table: np.ndarray) -> tuple[float, float, float, int, int]:
     """origin x, y, cell size, columns, rows of a grid over all boxes' BEV bounds with one spare
-    ring of cells; the cell is about the median box extent, grown to stay within MAX_CELLS."""
+    ring of cells; the cell is about the median box extent, grown to stay within MAX_CELLS cells
+    and MAX_LINKS_PER_BOX box-to-cell links per box (plus MAX_CELLS): a few huge boxes among small
+    ones would otherwise be filed into nearly every cell."""
     reach_x = table[:, HALF_L] * np.abs(table[:, COS]) + table[:, HALF_W] * np.abs(table[:, SIN])
     reach_y = table[:, HALF_L] * np.abs(table[:, SIN]) + table[:, HALF_W] * np.abs(table[:, COS])
     low_x, high_x = float(np.min(table[:, X] - reach_x)), float(np.max(table[:, X] + reach_x))
@@ -165,7 +168,8 @@ def _grid_geometry(table: np.ndarray) -> tuple[float, float, float, int, int]:
     while True:
         columns = math.floor((high_x - low_x) / cell) + 3
         rows = math.floor((high_y - low_y) / cell) + 3
-        if columns * rows <= MAX_CELLS:
+        links = np.sum((np.floor(2 * reach_x / cell) + 2) * (np.floor(2 * reach_y / cell) + 2))
+        if columns * rows <= MAX_CELLS and links <= MAX_LINKS_PER_BOX * len(table) + MAX_CELLS:
             return low_x - cell, low_y - cell, cell, columns, rows
         cell *= 2
 

@@ -375,11 +375,12 @@ def _torch_keys(points: torch.Tensor, offsets: np.ndarray, grid: VoxelGrid) -> t
     bounds = torch.tensor(grid.point_cloud_range, dtype=torch.float32, device=device)
     lo, hi = bounds[:3], bounds[3:]
     size = torch.tensor(grid.voxel_size, dtype=torch.float32, device=device)
-    shape_xyz = torch.tensor(grid.spatial_shape[::-1], dtype=torch.float32, device=device)
+    # float64: a float32 count is inexact beyond 2**24 cells along an axis (numba compares in float64).
+    shape_xyz = torch.tensor(grid.spatial_shape[::-1], dtype=torch.float64, device=device)
     xyz = points[:, :3]
     finite = torch.isfinite(xyz).all(dim=1)
     index = torch.floor((xyz - lo) / size)
-    inside = ((xyz >= lo) & (xyz < hi) & (index >= 0) & (index < shape_xyz)).all(dim=1)
+    inside = ((xyz >= lo) & (xyz < hi) & (index >= 0) & (index.double() < shape_xyz)).all(dim=1)
     index = torch.where(inside[:, None], index, torch.zeros_like(index)).long()
     counts = torch.from_numpy(np.diff(offsets)).to(device)
     batch = torch.repeat_interleave(torch.arange(counts.numel(), device=device), counts)

@@ -86,6 +86,9 @@ class GroupPlan:
                              f"got {self.inverse.dtype} {tuple(self.inverse.shape)}")
         if not 0 <= self.num_dropped <= self.inverse.shape[0]:
             raise ValueError(f"GroupPlan.num_dropped={self.num_dropped} is not within [0, M={self.inverse.shape[0]}]")
+        dropped = int((self.inverse < 0).sum())
+        if dropped != self.num_dropped:
+            raise ValueError(f"GroupPlan.inverse marks {dropped} voxels dropped (-1) but num_dropped={self.num_dropped}")
 
     @property
     def num_voxels(self) -> int:

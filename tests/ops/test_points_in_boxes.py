@@ -184,3 +184,22 @@ def test_cuda_matches_cpu():
     box_offsets = torch.tensor([0, 30, 60])
     batch = points_in_boxes_batch(points.cuda(), offsets.cuda(), boxes.cuda(), box_offsets.cuda())
     assert torch.equal(batch.cpu(), points_in_boxes_batch(points, offsets, boxes, box_offsets))
+
+
+def test_grid_stays_small_with_huge_boxes_among_tiny_ones():
+    """Mostly 0.1 m boxes and a few 1 km ones: the cell follows the small ones, and the CPU grid
+    must not file every huge box into every cell (1000 + 1000 such boxes once made 265M links);
+    results still equal the twin."""
+    rng = np.random.default_rng(11)
+    boxes = np.zeros((320, 7))
+    boxes[:, :2] = rng.uniform(-500, 500, (320, 2))
+    boxes[:, 3:6] = 0.1
+    boxes[300:, 3:5] = 1000.0
+    boxes[:, 6] = rng.uniform(-np.pi, np.pi, 320)
+    points = torch.from_numpy(rng.uniform(-600, 600, (3000, 3)))
+    assert torch.equal(points_in_boxes(points, torch.from_numpy(boxes)), _twin(points, torch.from_numpy(boxes)))
+    table = box_points_module.box_table(torch.from_numpy(boxes)).numpy()
+    origin_x, origin_y, cell, columns, rows = box_points_module._grid_geometry(table)
+    ranges = box_points_module._cell_ranges(table, origin_x, origin_y, cell, columns, rows)
+    _, members = box_points_module._build_grid(ranges, columns, rows)
+    assert len(members) <= box_points_module.MAX_LINKS_PER_BOX * len(boxes) + box_points_module.MAX_CELLS

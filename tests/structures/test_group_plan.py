@@ -64,3 +64,10 @@ def test_errors():
         GroupPlan((), torch.zeros(0, dtype=torch.int64))
     with pytest.raises(ValueError, match="num_dropped"):
         GroupPlan(plan.buckets, plan.inverse, num_dropped=7)
+
+
+def test_inverse_and_num_dropped_must_agree():
+    bucket = GroupBucket(torch.tensor([0, 1], dtype=torch.int64), torch.zeros(1, 2, dtype=torch.bool),
+                         torch.zeros(1, dtype=torch.int64))
+    with pytest.raises(ValueError, match="marks 1 voxels dropped"):
+        GroupPlan([bucket], torch.tensor([0, 1, -1], dtype=torch.int64), num_dropped=0)

@@ -11,3 +11,24 @@ from .voxelize import (
     DynamicVoxelization, HardVoxelization, VoxelGrid, dynamic_voxelize, hard_voxelize, voxel_max, voxel_mean,
     voxelize_mean,
 )
+
+__all__ = [
+    "CURVE_ORDERS",
+    "FLAT_ORDERS",
+    "SST_BUCKET_CAPS",
+    "box_iou",
+    "curve_keys",
+    "curve_plan",
+    "curve_plans",
+    "flat_window_plan",
+    "flat_window_plans",
+    "hilbert_code",
+    "morton_code",
+    "nms_circle",
+    "nms_rotated",
+    "points_in_boxes",
+    "points_in_boxes_batch",
+    "sst_window_plan",
+    "sst_window_plans",
+    "window_positions",
+]

@@ -14,14 +14,19 @@ from .voxelize import (
 
 __all__ = [
     "CURVE_ORDERS",
+    "DynamicVoxelization",
     "FLAT_ORDERS",
+    "HardVoxelization",
     "SST_BUCKET_CAPS",
+    "VoxelGrid",
     "box_iou",
     "curve_keys",
     "curve_plan",
     "curve_plans",
+    "dynamic_voxelize",
     "flat_window_plan",
     "flat_window_plans",
+    "hard_voxelize",
     "hilbert_code",
     "morton_code",
     "nms_circle",
@@ -30,5 +35,8 @@ __all__ = [
     "points_in_boxes_batch",
     "sst_window_plan",
     "sst_window_plans",
+    "voxel_max",
+    "voxel_mean",
+    "voxelize_mean",
     "window_positions",
 ]

@@ -311,3 +311,35 @@ def segment_max(feats, index, num_voxels):
             if x > out[v, c] or math.isnan(x):
                 out[v, c] = x
     return out
+
+
+@nb.njit(cache=True)
+def segment_argmax(feats, index, num_voxels):
+    """``segment_max`` plus, per voxel and column, the row it came from (the first row holding
+    the maximum, or the first NaN); -1 for voxels with no point."""
+    out = np.zeros((num_voxels, feats.shape[1]), feats.dtype)
+    source = np.full((num_voxels, feats.shape[1]), -1, np.int64)
+    for i in range(feats.shape[0]):
+        v = index[i]
+        if v < 0:
+            continue
+        for c in range(feats.shape[1]):
+            x = feats[i, c]
+            best = source[v, c]
+            if best < 0 or (x > out[v, c] and not math.isnan(out[v, c])) or (math.isnan(x) and not math.isnan(out[v, c])):
+                out[v, c] = x
+                source[v, c] = i
+    return out, source
+
+
+@nb.njit(cache=True)
+def segment_argmax_backward(grad_out, source, num_points):
+    """Gradient of ``segment_argmax``'s maxima w.r.t. the rows: each voxel's gradient goes to
+    the row its maximum came from."""
+    grad = np.zeros((num_points, grad_out.shape[1]), grad_out.dtype)
+    for v in range(source.shape[0]):
+        for c in range(source.shape[1]):
+            i = source[v, c]
+            if i >= 0:
+                grad[i, c] += grad_out[v, c]
+    return grad

@@ -559,3 +559,28 @@ def test_cuda_matches_cpu():
     cpu_max = voxel_max(batch.points, cpu_dynamic.point_to_voxel, cpu_dynamic.num_voxels)
     gpu_max = voxel_max(batch.points.cuda(), gpu_dynamic.point_to_voxel, gpu_dynamic.num_voxels)
     assert _identical(cpu_max, gpu_max.cpu())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_voxel_max_gradient_goes_to_the_first_maximum(dtype):
+    generator = torch.Generator().manual_seed(31)
+    feats = torch.randint(-3, 4, (400, 5), generator=generator).to(dtype)  # many ties
+    feats[11, 2] = math.nan
+    index = torch.randint(-1, 30, (400,), generator=generator)
+    grad_out = torch.randn(32, 5, generator=generator, dtype=dtype)
+    leaf = feats.clone().requires_grad_(True)
+    out = voxel_max(leaf, index, 32)
+    out.backward(grad_out)
+    _, high = _twin_segments(feats, index.tolist(), 32)
+    torch.testing.assert_close(out.detach(), high, equal_nan=True, rtol=0, atol=0)
+    expected = torch.zeros_like(feats)
+    for v in range(32):
+        for c in range(5):
+            rows = [i for i in range(400) if index[i] == v]
+            if not rows:
+                continue
+            column = feats[rows, c]
+            nan_rows = [r for r in rows if math.isnan(feats[r, c])]
+            first = nan_rows[0] if nan_rows else rows[int(torch.nonzero(column == column.max())[0])]
+            expected[first, c] += grad_out[v, c]
+    assert torch.equal(leaf.grad, expected)

@@ -57,6 +57,14 @@ class MeanVFE(nn.Module):
         voxels = SparseVoxels(assignment.coords, feats, assignment.spatial_shape, assignment.batch_size)
         return EncodedVoxels(voxels, assignment.point_to_voxel, None)
 
+    def encode_assigned(
+        self, cloud: torch.Tensor, voxel_of_point: torch.Tensor, coords: torch.Tensor, traceable: bool = False
+    ) -> tuple[None, torch.Tensor]:
+        """Kept points ``cloud`` (K, in_channels) in voxels ``voxel_of_point`` (K,) of ``coords``
+        (M, 4) -> (None, (M, in_channels) voxel means); ``traceable`` as ``DynamicVFE.encode_assigned``."""
+        mean = _scatter_mean if traceable else voxel_mean
+        return None, mean(cloud, voxel_of_point, coords.shape[0])
+
 
 class DynamicVFE(nn.Module):
     """mmdet3d ``DynamicVFE``: decorated points -> [Linear(no bias), BatchNorm1d, ReLU] layers with
@@ -133,26 +141,37 @@ class DynamicVFE(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Kept points ``cloud`` (K, in_channels) in voxels ``voxel_of_point`` (K,) -> per-point
         features (K, C_out) of the last layer and per-voxel max (M, C_out)."""
-        features = self._decorate(cloud, voxel_of_point, assignment).to(self.vfe_layers[0][0].weight.dtype)
-        num_voxels = assignment.num_voxels
+        return self.encode_assigned(cloud, voxel_of_point, assignment.coords)
+
+    def encode_assigned(
+        self, cloud: torch.Tensor, voxel_of_point: torch.Tensor, coords: torch.Tensor, traceable: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The encoder on a voxel assignment made beforehand: kept points ``cloud``
+        (K, in_channels), each in voxel ``voxel_of_point`` (K,) int64 of ``coords`` (M, 4)
+        [b, z, y, x] (every voxel holding a point) -> per-point features (K, C_out) of the last
+        layer and per-voxel max (M, C_out).
+
+        ``traceable``: segment mean / max as torch scatters (the same values) instead of the numba
+        kernels, so the method can be traced into an ONNX graph with K and M dynamic."""
+        mean, maximum = (_scatter_mean, _scatter_max) if traceable else (voxel_mean, voxel_max)
+        num_voxels = coords.shape[0]
+        features = self._decorate(cloud, voxel_of_point, coords, mean).to(self.vfe_layers[0][0].weight.dtype)
         for i, layer in enumerate(self.vfe_layers):
             point_feats = layer(features)
-            voxel_feats = voxel_max(point_feats, voxel_of_point, num_voxels)
+            voxel_feats = maximum(point_feats, voxel_of_point, num_voxels)
             if i < len(self.vfe_layers) - 1:
                 features = torch.cat([point_feats, voxel_feats[voxel_of_point]], dim=1)
         return point_feats, voxel_feats
 
-    def _decorate(
-        self, cloud: torch.Tensor, voxel_of_point: torch.Tensor, assignment: DynamicVoxelization
-    ) -> torch.Tensor:
+    def _decorate(self, cloud: torch.Tensor, voxel_of_point: torch.Tensor, coords: torch.Tensor, mean) -> torch.Tensor:
         """(K, decorated_channels): raw columns, then the enabled offsets and distance."""
         xyz = cloud[:, :3]
         parts = [cloud]
         if self.with_cluster_center:
-            cluster_mean = voxel_mean(xyz, voxel_of_point, assignment.num_voxels)
+            cluster_mean = mean(xyz, voxel_of_point, coords.shape[0])
             parts.append(xyz - cluster_mean[voxel_of_point])
         if self.with_voxel_center:
-            parts.append(xyz - self._voxel_centres(assignment.coords, cloud)[voxel_of_point])
+            parts.append(xyz - self._voxel_centres(coords, cloud)[voxel_of_point])
         if self.with_distance:
             parts.append(torch.linalg.vector_norm(xyz, dim=1, keepdim=True))
         return torch.cat(parts, dim=1)
@@ -163,6 +182,22 @@ class DynamicVFE(nn.Module):
         origin = torch.tensor(self.grid.point_cloud_range[:3], dtype=like.dtype, device=like.device)
         index_xyz = coords[:, [3, 2, 1]].to(like.dtype)
         return index_xyz * size + (size / 2 + origin)
+
+
+def _scatter_mean(feats: torch.Tensor, voxel_of_point: torch.Tensor, num_voxels: int) -> torch.Tensor:
+    """``voxel_mean`` for points that all have a voxel, as torch scatters (sums in float64)."""
+    index = voxel_of_point.unsqueeze(1).expand(-1, feats.shape[1])
+    wide = feats.double()
+    sums = wide.new_zeros((num_voxels, feats.shape[1])).scatter_add(0, index, wide)
+    counts = wide.new_zeros((num_voxels, 1)).scatter_add(0, voxel_of_point.unsqueeze(1), torch.ones_like(wide[:, :1]))
+    return (sums / counts.clamp_min(1.0)).to(feats.dtype)
+
+
+def _scatter_max(feats: torch.Tensor, voxel_of_point: torch.Tensor, num_voxels: int) -> torch.Tensor:
+    """``voxel_max`` for points that all have a voxel and voxels that all have a point."""
+    index = voxel_of_point.unsqueeze(1).expand(-1, feats.shape[1])
+    lowest = feats.new_full((num_voxels, feats.shape[1]), float("-inf"))
+    return lowest.scatter_reduce(0, index, feats, reduce="amax", include_self=True)
 
 
 def _voxelize(points: PointBatch, grid: VoxelGrid) -> DynamicVoxelization:

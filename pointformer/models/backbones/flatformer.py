@@ -10,13 +10,13 @@ x/y grid position added to queries and keys; those are the defaults here.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
 
 from pointformer.ops import FLAT_ORDERS, flat_window_plans
-from pointformer.structures import SparseVoxels
+from pointformer.structures import GroupPlan, SparseVoxels
 
 from ..attention import TransformerLayer, sinusoidal_embedding
 
@@ -66,9 +66,16 @@ class FlatFormer(nn.Module):
             axes = [axis / size * 2 * torch.pi for axis, size in zip(axes, sizes)]
         return sinusoidal_embedding(torch.stack(axes, 1), self.out_channels, self.pos_temperature)
 
-    def forward(self, voxels: SparseVoxels) -> SparseVoxels:
-        with torch.no_grad():
-            plans = flat_window_plans(voxels, self.window_shape, self.group_size, tuple(dict.fromkeys(self.orders)))
+    def forward(self, voxels: SparseVoxels, plans: Mapping[str, GroupPlan] | None = None) -> SparseVoxels:
+        """``plans``: the ``flat_window_plans`` of ``voxels`` for every order, made beforehand
+        (ONNX export keeps the sorts outside the graph); None computes them here."""
+        if plans is None:
+            with torch.no_grad():
+                plans = flat_window_plans(voxels, self.window_shape, self.group_size, tuple(dict.fromkeys(self.orders)))
+        else:
+            missing = sorted(set(self.orders) - set(plans))
+            if missing:
+                raise ValueError(f"FlatFormer.forward: plans lack the orders {missing}; got {sorted(plans)}")
         pos = self.position_embedding(voxels).to(voxels.feats.dtype)
         batch_idx = voxels.batch_idx
         x = self.input_projection(voxels.feats)

@@ -25,7 +25,8 @@ def test_rows_print_and_serialise(tmp_path, capsys, monkeypatch):
     assert "hard voxelize" in out and "2.50x" in out
     document = json.loads((tmp_path / "rows.json").read_text())
     assert document[0] == {"name": "hard voxelize", "input": "KITTI", "seconds": 0.002,
-                           "baseline": "spconv PointToVoxel", "baseline_seconds": 0.005, "speedup": 2.5}
+                           "baseline": "spconv PointToVoxel", "baseline_seconds": 0.005, "speedup": 2.5,
+                           "peak_mib": None, "baseline_peak_mib": None}
     assert document[1]["speedup"] is None and document[1]["baseline"] == ""
 
 
@@ -36,3 +37,14 @@ def test_median_seconds_takes_the_median():
     calls = []
     assert median_seconds(lambda: calls.append(1), repeats=3, warmup=1) >= 0
     assert len(calls) == 4
+
+
+def test_memory_columns_appear_only_when_measured(capsys):
+    tool = _benchmark_module()
+    from benchmarks.common import Row
+
+    tool.print_rows("models", [Row("backbone", "cloud", 0.5, "spconv", 1.0, peak_mib=120.0, baseline_peak_mib=300.0)])
+    out = capsys.readouterr().out
+    assert "peak (MiB)" in out and "120" in out and "300" in out
+    tool.print_rows("ops", [Row("op", "cloud", 0.5)])
+    assert "peak" not in capsys.readouterr().out

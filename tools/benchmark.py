@@ -5,6 +5,10 @@
                                     against the official devkit
   benchmark.py ops                  voxelizers vs spconv / a torch.unique baseline, window
                                     planning vs SST batching, rotated IoU / NMS vs shapely
+  benchmark.py models               backbone latency and peak memory: FlatFormer vs SST-style
+                                    windows vs spconv sparse ResNet, FlatFormer/SST time by part
+  benchmark.py evaluation           nuScenes detection evaluation vs the devkit's DetectionEval
+                                    (6,000 samples, 500 boxes each; the devkit takes many minutes)
 
 --json FILE writes the rows: a list of {name, input, seconds, baseline, baseline_seconds,
 speedup}, so runs can be compared across commits.
@@ -39,14 +43,20 @@ def machine() -> dict[str, str]:
 
 def print_rows(title: str, rows: list[Row]) -> None:
     table = Table(title=f"{title}  ({', '.join(f'{k} {v}' for k, v in machine().items())})")
-    for column in ("op", "input", "ours (ms)", "baseline", "baseline (ms)", "speed-up"):
-        table.add_column(column, justify="right" if "ms" in column or column == "speed-up" else "left")
+    memory = any(row.peak_mib is not None for row in rows)
+    columns = ["op", "input", "ours (ms)", "baseline", "baseline (ms)", "speed-up"]
+    columns += ["ours peak (MiB)", "baseline peak (MiB)"] if memory else []
+    for column in columns:
+        table.add_column(column, justify="right" if "(" in column or column == "speed-up" else "left")
     for row in rows:
-        table.add_row(
+        cells = [
             row.name, row.input, f"{row.seconds * 1e3:.3f}", row.baseline or "-",
             "-" if row.baseline_seconds is None else f"{row.baseline_seconds * 1e3:.3f}",
             "-" if row.speedup is None else f"{row.speedup:.2f}x",
-        )
+        ]
+        if memory:
+            cells += ["-" if value is None else f"{value:.0f}" for value in (row.peak_mib, row.baseline_peak_mib)]
+        table.add_row(*cells)
     console.print(table)
 
 
@@ -68,9 +78,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--samples-per-scene", type=int, default=10)
     ops = commands.add_parser("ops", help="voxelization, window grouping and box ops")
     ops.add_argument("--areas", nargs="+", choices=OPS_AREAS, default=list(OPS_AREAS))
-    for command in (data, ops):
+    models = commands.add_parser("models", help="backbone latency and memory: FlatFormer vs SST vs spconv")
+    models.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
+    for command in (data, ops, models):
         command.add_argument("--repeats", type=int, default=7, help="timed calls per measurement (median)")
         command.add_argument("--json", type=Path, default=None, help="write the rows as JSON here")
+    evaluation = commands.add_parser("evaluation", help="nuScenes detection evaluation vs the devkit")
+    evaluation.add_argument("--scenes", type=int, default=150, help="val scenes of 40 samples (150: 6,000 samples)")
+    evaluation.add_argument("--boxes-per-sample", type=int, default=500)
+    evaluation.add_argument("--data", type=Path, default=None, help="folder to keep and reuse the generated files")
+    evaluation.add_argument("--repeats", type=int, default=3, help="timed calls of ours (median; the devkit runs once)")
+    evaluation.add_argument("--json", type=Path, default=None, help="write the rows as JSON here")
     return parser.parse_args(argv)
 
 
@@ -81,6 +99,14 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks import data
 
         rows = data.rows(args.repeats, args.data, args.scenes, args.samples_per_scene)
+    elif args.command == "models":
+        from benchmarks import models
+
+        rows = models.rows(args.repeats, memory=not args.no_memory)
+    elif args.command == "evaluation":
+        from benchmarks import evaluation
+
+        rows = evaluation.rows(args.repeats, args.scenes, args.boxes_per_sample, args.data)
     else:
         rows = ops_rows(args.repeats, args.areas)
     print_rows(args.command, rows)

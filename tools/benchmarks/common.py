@@ -18,13 +18,16 @@ REALDATA = REPO.parent / "shared" / "realdata"
 @dataclass
 class Row:
     """One comparison, medians in seconds: ``name`` of the op, ``input`` it ran on, ``baseline``
-    (what it is compared with, "" when nothing), ``speedup`` = baseline_seconds / seconds."""
+    (what it is compared with, "" when nothing), ``speedup`` = baseline_seconds / seconds;
+    ``peak_mib`` / ``baseline_peak_mib``: extra peak memory of one call where measured."""
 
     name: str
     input: str
     seconds: float
     baseline: str = ""
     baseline_seconds: float | None = None
+    peak_mib: float | None = None
+    baseline_peak_mib: float | None = None
 
     @property
     def speedup(self) -> float | None:
@@ -32,7 +35,8 @@ class Row:
 
     def to_json(self) -> dict:
         return {"name": self.name, "input": self.input, "seconds": self.seconds, "baseline": self.baseline,
-                "baseline_seconds": self.baseline_seconds, "speedup": self.speedup}
+                "baseline_seconds": self.baseline_seconds, "speedup": self.speedup,
+                "peak_mib": self.peak_mib, "baseline_peak_mib": self.baseline_peak_mib}
 
 
 def median_seconds(fn: Callable[[], object], repeats: int = 7, warmup: int = 2, sync: Callable[[], None] | None = None) -> float:

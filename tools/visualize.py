@@ -182,26 +182,24 @@ def _report(frame: Frame, paths: list[Path]) -> None:
 
 
 # ------------------------------------------------------------------ commands
-def command_sample(args: argparse.Namespace) -> int:
-    frames = _frames(args, None)
-    index = _pick(frames, args.index, None)
+def _show_dataset_frame(args: argparse.Namespace, results: Path | None, sample: str | None) -> int:
+    """Render one frame of a dataset (with a results file's boxes when given), or open the viewer."""
+    frames = _frames(args, results)
+    index = _pick(frames, args.index, sample)
     if args.out is None:
         _view_interactively(frames, index, args)
         return 0
     frame = filter_frame(frames[index], _classes(args), args.score_threshold)
     _report(frame, render_views(frame, args))
     return 0
+
+
+def command_sample(args: argparse.Namespace) -> int:
+    return _show_dataset_frame(args, None, None)
 
 
 def command_results(args: argparse.Namespace) -> int:
-    frames = _frames(args, args.results)
-    index = _pick(frames, args.index, args.sample)
-    if args.out is None:
-        _view_interactively(frames, index, args)
-        return 0
-    frame = filter_frame(frames[index], _classes(args), args.score_threshold)
-    _report(frame, render_views(frame, args))
-    return 0
+    return _show_dataset_frame(args, args.results, args.sample)
 
 
 def command_file(args: argparse.Namespace) -> int:

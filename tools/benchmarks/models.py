@@ -8,8 +8,8 @@ windows, FlatFormer groups of 144, SST buckets 30/60/100/169), and 0.1 x 0.1 x 0
 (-75.2, -75.2, -2, 75.2, 75.2, 4) with mean features (CenterPoint's Waymo VoxelNet input) for the
 sparse ResNet. Only the backbone forward is timed (eval, no grad, planning included), medians.
 
-Peak memory is measured in a fresh process per (model, cloud): the growth of the process's peak
-resident set over one forward (CPU), or ``torch.cuda.max_memory_allocated`` (GPU).
+Peak memory is measured in a fresh process per (model, cloud) that loads only the model and its
+input voxels: the peak resident set over one forward above the resident set before it (CPU), or ``torch.cuda.max_memory_allocated`` (GPU).
 
 The split of FlatFormer / SST time replays one forward's work piece by piece on the same shapes:
 planning (all window orders), attention (``scaled_dot_product_attention`` on the grouped layout),
@@ -20,7 +20,6 @@ output projections, FFN, norms).
 from __future__ import annotations
 
 import multiprocessing
-import resource
 import tempfile
 from pathlib import Path
 
@@ -88,9 +87,27 @@ def _peak_bytes(name: str, voxels_path: str, queue) -> None:
             model(voxels)
             queue.put(torch.cuda.max_memory_allocated() - before)
             return
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        before = _status_kib("VmRSS")
+        _reset_peak_rss()
         model(voxels)
-        queue.put((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
+        queue.put((_status_kib("VmHWM") - before) * 1024)
+
+
+def _status_kib(field: str) -> int:
+    """A ``/proc/self/status`` memory field (kB). ``VmHWM`` is this process image's own peak;
+    ``getrusage``'s ``ru_maxrss`` is not (it starts at the parent's peak after fork + exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def _reset_peak_rss() -> None:
+    """Set the peak resident set to the current one (Linux ``clear_refs`` 5), where allowed."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
 
 
 def peak_mib(name: str, voxels: SparseVoxels) -> float:

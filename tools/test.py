@@ -36,7 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--render", type=int, default=0, metavar="N", help="BEV images of the first N samples")
     parser.add_argument("--devices", type=int, default=1, help="devices to evaluate on (>1 runs DDP)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     if args.render < 0 or args.devices < 1:
         parser.error("--render must be >= 0 and --devices >= 1")
     return args

@@ -45,7 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--debug-digest", action="store_true",
                         help="debugging DDP: each rank writes <work-dir>/debug/rank<r>.json with its step losses and "
                              "a digest of its final weights")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     # "--resume key=value": argparse gives the override to --resume; put it back.
     if args.resume not in (None, RESUME_LAST) and "=" in args.resume and not Path(args.resume).exists():
         args.overrides.append(args.resume)

@@ -87,13 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
 
-    from pointformer.engine.checkpoint import load_checkpoint_file
-    from pointformer.models.export import load_checkpoint
+    from pointformer.models.export import model_from_checkpoint, read_checkpoint
     from pointformer.structures import PointBatch
 
     try:
-        model, description = load_checkpoint(args.ckpt)
-        payload = load_checkpoint_file(args.ckpt)
+        payload = read_checkpoint(args.ckpt)
+        model, description = model_from_checkpoint(payload, f"checkpoint {args.ckpt}")
         columns = list(payload.get("point_columns") or ["x", "y", "z", "intensity"][:description.point_channels])
         sample, with_truth = load_input(args.source, args.data, columns, int(payload.get("num_sweeps", 0)))
     except (FileNotFoundError, ValueError, TypeError) as error:

@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from pointformer.models.export import read_checkpoint
+
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Saves to a temporary file in the target folder, flushes it to disk and renames it over the
@@ -57,17 +59,9 @@ def save_atomic(payload: Any, path: str | os.PathLike) -> Path:
 
 
 def load_checkpoint_file(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
-    """A checkpoint read with ``weights_only=True``; clear errors for a missing or foreign file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} not found")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # torch raises several types for files that are not (safe) checkpoints
-        raise ValueError(f"checkpoint {path} could not be read with weights_only=True: {error}") from error
-    if not isinstance(payload, dict):
-        raise ValueError(f"checkpoint {path} holds a {type(payload).__name__}, not a checkpoint dict")
-    return payload
+    """A checkpoint read with ``weights_only=True``; clear errors for a missing or foreign file
+    (``pointformer.models.export.read_checkpoint``, the one reader of checkpoint files)."""
+    return read_checkpoint(path, map_location)
 
 
 # ------------------------------------------------------------------ weights

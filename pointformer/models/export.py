@@ -50,6 +50,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -413,26 +414,39 @@ class ModelDescription:
                 "point_cloud_range": list(self.point_cloud_range)}
 
 
-def load_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, ModelDescription]:
-    """The model of a checkpoint file ``{"state_dict", "model_config", "class_names",
-    "point_channels", "voxel_size", "point_cloud_range"}`` (``torch.load(weights_only=True)``),
-    its weights loaded strictly, in eval mode."""
+def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+    """A checkpoint file's dict, read with ``torch.load(weights_only=True)``: tensors and plain
+    containers only; clear errors for a missing, unsafe or foreign file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} not found")
+        raise FileNotFoundError(f"checkpoint {path} not found")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for files that are not checkpoints
-        raise ValueError(f"checkpoint {str(path)!r} could not be read as a torch file: {error}") from error
-    description = ModelDescription.from_mapping(payload, f"checkpoint {path}")
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises several types for files that are not (safe) checkpoints
+        raise ValueError(f"checkpoint {path} could not be read with weights_only=True: {error}") from error
+    if not isinstance(payload, dict):
+        raise ValueError(f"checkpoint {path} holds a {type(payload).__name__}, not a checkpoint dict")
+    return payload
+
+
+def model_from_checkpoint(payload: Mapping[str, Any], where: str) -> tuple[nn.Module, ModelDescription]:
+    """The model a checkpoint dict describes (``state_dict``, ``model_config``, ``class_names``,
+    ``point_channels``, ``voxel_size``, ``point_cloud_range``), weights loaded strictly, in eval
+    mode; ``where`` names the checkpoint in errors."""
+    description = ModelDescription.from_mapping(payload, where)
     if not isinstance(payload.get("state_dict"), Mapping):
-        raise TypeError(f"checkpoint {path}: 'state_dict' must be a mapping of parameter tensors")
+        raise TypeError(f"{where}: 'state_dict' must be a mapping of parameter tensors")
     model = description.build()
     try:
         model.load_state_dict(payload["state_dict"], strict=True)
     except RuntimeError as error:
-        raise ValueError(f"checkpoint {path}: the state_dict does not fit model_config: {error}") from error
+        raise ValueError(f"{where}: the state_dict does not fit model_config: {error}") from error
     return model.eval(), description
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, ModelDescription]:
+    """The model of a checkpoint file (see :func:`model_from_checkpoint`)."""
+    return model_from_checkpoint(read_checkpoint(path), f"checkpoint {path}")
 
 
 def synthetic_cloud(model: nn.Module, num_points: int = 180_000, seed: int = 0) -> PointBatch:

@@ -130,18 +130,11 @@ class DynamicVFE(nn.Module):
         kept = None if num_kept == num_points else torch.nonzero(point_to_voxel >= 0).squeeze(1)
         cloud = points.points if kept is None else points.points[kept]
         voxel_of_point = point_to_voxel if kept is None else point_to_voxel[kept]
-        point_feats, voxel_feats = self._encode(cloud, voxel_of_point, assignment)
+        point_feats, voxel_feats = self.encode_assigned(cloud, voxel_of_point, assignment.coords)
         if kept is not None:
             point_feats = point_feats.new_zeros((num_points, point_feats.shape[1])).index_copy(0, kept, point_feats)
         voxels = SparseVoxels(assignment.coords, voxel_feats, assignment.spatial_shape, assignment.batch_size)
         return EncodedVoxels(voxels, point_to_voxel, point_feats)
-
-    def _encode(
-        self, cloud: torch.Tensor, voxel_of_point: torch.Tensor, assignment: DynamicVoxelization
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Kept points ``cloud`` (K, in_channels) in voxels ``voxel_of_point`` (K,) -> per-point
-        features (K, C_out) of the last layer and per-voxel max (M, C_out)."""
-        return self.encode_assigned(cloud, voxel_of_point, assignment.coords)
 
     def encode_assigned(
         self, cloud: torch.Tensor, voxel_of_point: torch.Tensor, coords: torch.Tensor, traceable: bool = False

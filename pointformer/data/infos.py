@@ -8,7 +8,6 @@ JSON, so training never re-parses a dataset's tables and never unpickles anythin
 
 from __future__ import annotations
 
-import difflib
 import json
 import logging
 import os
@@ -19,6 +18,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from pointformer.naming import did_you_mean
 from pointformer.structures import Annotations, Boxes3D, Sample
 
 log = logging.getLogger(__name__)
@@ -101,9 +101,7 @@ def _check_record_keys(record: Any, container: type, where: str) -> None:
         raise ValueError(f"{where}: expected an object with keys {names}, got {type(record).__name__}")
     for key in record:
         if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"{where}: unknown key {key!r}{hint}; valid keys: {', '.join(names)}")
+            raise ValueError(f"{where}: unknown key {key!r}{did_you_mean(key, names)}; valid keys: {', '.join(names)}")
     required = [f.name for f in fields(container) if f.default is MISSING and f.default_factory is MISSING]
     missing = [name for name in required if name not in record]
     if missing:

@@ -35,7 +35,7 @@ from typing import Any, Literal
 
 import yaml
 
-from pointformer.models.build import nearest
+from pointformer.naming import did_you_mean
 
 BASE_KEY = "_base_"
 DELETE_KEY = "_delete_"
@@ -137,7 +137,7 @@ class DatasetConfig:
         _require(self.num_workers >= 0, f"{where}.num_workers must be >= 0, got {self.num_workers}")
         if isinstance(self.label_map, str):
             _require(self.label_map in LABEL_MAPS, f"{where}.label_map: unknown map {self.label_map!r}"
-                     f"{nearest(self.label_map, LABEL_MAPS)}; give one of {list(LABEL_MAPS)} or a list of ids")
+                     f"{did_you_mean(self.label_map, LABEL_MAPS)}; give one of {list(LABEL_MAPS)} or a list of ids")
 
 
 @dataclass
@@ -230,7 +230,7 @@ class TrainConfig:
         _require(self.ema_decay is None or 0 < self.ema_decay < 1,
                  f"{where}.ema_decay must lie in (0, 1) or be null, got {self.ema_decay}")
         _require(self.precision in PRECISIONS, f"{where}.precision: unknown {self.precision!r}"
-                 f"{nearest(self.precision, PRECISIONS)}; choose one of {list(PRECISIONS)}")
+                 f"{did_you_mean(self.precision, PRECISIONS)}; choose one of {list(PRECISIONS)}")
         _require(self.val_interval >= 1, f"{where}.val_interval must be >= 1, got {self.val_interval}")
         _require(self.log_every_n_steps >= 1, f"{where}.log_every_n_steps must be >= 1, got {self.log_every_n_steps}")
         _require(self.seed >= 0, f"{where}.seed must be >= 0, got {self.seed}")
@@ -255,7 +255,7 @@ class EvalConfig:
 
     def check(self, where: str) -> None:
         _require(self.benchmark in BENCHMARKS, f"{where}.benchmark: unknown {self.benchmark!r}"
-                 f"{nearest(self.benchmark, BENCHMARKS)}; choose one of {list(BENCHMARKS)}")
+                 f"{did_you_mean(self.benchmark, BENCHMARKS)}; choose one of {list(BENCHMARKS)}")
 
 
 @dataclass
@@ -420,7 +420,7 @@ def config_from_mapping(raw: Mapping[str, Any], source: str = "") -> ExperimentC
     known = ("dataset", "model", "train", "eval")
     for key in raw:
         if key not in known:
-            raise ValueError(f"{key}: unknown config section{nearest(str(key), known)}; sections are {list(known)}")
+            raise ValueError(f"{key}: unknown config section{did_you_mean(str(key), known)}; sections are {list(known)}")
     for key in ("dataset", "model"):
         if key not in raw:
             raise ValueError(f"the config has no {key!r} section (did a _base_ file go missing?)")
@@ -433,7 +433,7 @@ def config_from_mapping(raw: Mapping[str, Any], source: str = "") -> ExperimentC
     model_type = model.get("type")
     if model_type not in MODEL_TYPES:
         raise ValueError(f"model.type: expected one of {list(MODEL_TYPES)}, got {model_type!r}"
-                         f"{nearest(str(model_type), MODEL_TYPES)}")
+                         f"{did_you_mean(str(model_type), MODEL_TYPES)}")
     train = build_dataclass(TrainConfig, raw.get("train") or {}, "train")
     evaluation = build_dataclass(EvalConfig, raw.get("eval") or {}, "eval")
     config = ExperimentConfig(dataset, copy.deepcopy(dict(model)), train, evaluation, source)
@@ -455,7 +455,7 @@ def build_dataclass(cls: type, values: Any, where: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in values:
         if key not in fields:
-            raise ValueError(f"{where}.{key}: unknown key{nearest(str(key), fields)}; valid keys: {sorted(fields)}")
+            raise ValueError(f"{where}.{key}: unknown key{did_you_mean(str(key), fields)}; valid keys: {sorted(fields)}")
     hints = typing.get_type_hints(cls)
     arguments = {}
     for name, spec in fields.items():
@@ -488,7 +488,7 @@ def check_value(value: Any, hint: Any, where: str) -> Any:
         raise ValueError(errors[0] if len(errors) == 1 else f"{where}: expected {_describe(hint)}, got {value!r}")
     if origin is Literal:
         if value not in arguments:
-            raise ValueError(f"{where}: expected one of {list(arguments)}, got {value!r}{nearest(str(value), map(str, arguments))}")
+            raise ValueError(f"{where}: expected one of {list(arguments)}, got {value!r}{did_you_mean(str(value), map(str, arguments))}")
         return value
     if origin in (list, tuple) or hint in (list, tuple):
         if not isinstance(value, (list, tuple)):
@@ -564,10 +564,10 @@ def check_transforms(items: Sequence[Mapping[str, Any]], where: str) -> None:
             raise ValueError(f"{at} must be a mapping with a 'type' (one of {sorted(known)}), got {item!r}")
         name = item["type"]
         if name not in known:
-            raise ValueError(f"{at}.type: unknown transform {name!r}{nearest(str(name), known)}; "
+            raise ValueError(f"{at}.type: unknown transform {name!r}{did_you_mean(str(name), known)}; "
                              f"choose one of {sorted(known)}")
         accepted = [p for p in inspect.signature(known[name]).parameters]
         for key in item:
             if key != "type" and key not in accepted:
-                raise ValueError(f"{at}.{key}: {name} has no option {key!r}{nearest(str(key), accepted)}; "
+                raise ValueError(f"{at}.{key}: {name} has no option {key!r}{did_you_mean(str(key), accepted)}; "
                                  f"its options are {accepted}")

@@ -8,11 +8,12 @@ config states them once.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from typing import Any, Mapping
 
 from torch import nn
+
+from pointformer.naming import did_you_mean
 
 from .backbones.flatformer import FlatFormer
 from .backbones.sparse_resnet import SparseResNet8x
@@ -30,19 +31,13 @@ PARTS: dict[str, dict[str, type[nn.Module]]] = {
 }
 
 
-def nearest(name: str, choices) -> str:
-    """`` (did you mean 'x'?)`` for the closest of ``choices``, or an empty string."""
-    match = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
-    return f" (did you mean {match[0]!r}?)" if match else ""
-
-
 def part_class(part: str, config: Mapping[str, Any]) -> type[nn.Module]:
     """The class a part config names under ``type``."""
     if not isinstance(config, Mapping) or "type" not in config:
         raise ValueError(f"model.{part} must be a mapping with a 'type' (one of {sorted(PARTS[part])}), got {config!r}")
     name = config["type"]
     if name not in PARTS[part]:
-        raise ValueError(f"model.{part}.type: unknown {part} {name!r}{nearest(str(name), PARTS[part])}; "
+        raise ValueError(f"model.{part}.type: unknown {part} {name!r}{did_you_mean(str(name), PARTS[part])}; "
                          f"choose one of {sorted(PARTS[part])}")
     return PARTS[part][name]
 
@@ -56,7 +51,7 @@ def build_part(part: str, config: Mapping[str, Any], **shared: Any) -> nn.Module
     for key in options:
         if key not in accepted:
             valid = [p for p in accepted if p != "self"]
-            raise ValueError(f"model.{part}.{key}: {config['type']} has no option {key!r}{nearest(key, valid)}; "
+            raise ValueError(f"model.{part}.{key}: {config['type']} has no option {key!r}{did_you_mean(key, valid)}; "
                              f"its options are {valid}")
     arguments = {key: value for key, value in shared.items() if key in accepted and key not in options}
     return cls(**arguments, **options)

@@ -15,7 +15,6 @@ split without any label file every record is unlabelled (annotations None).
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 import os
@@ -28,7 +27,13 @@ import torch
 
 from pointformer.data.infos import SampleInfo, empty_annotations_record, load_cloud
 from pointformer.data.readers.base import LazyFrameReader
-from pointformer.data.readers.files import count_points_in_boxes, frame_stem, point_extension, point_source
+from pointformer.data.readers.files import (
+    count_points_in_boxes,
+    frame_stem,
+    point_extension,
+    point_source,
+)
+from pointformer.naming import did_you_mean
 from pointformer.structures import Annotations, Boxes3D
 from pointformer.structures.rotation import normalize_yaw
 
@@ -124,7 +129,7 @@ def _parse_box(box: Any, where: str, classes: Sequence[str] | None) -> dict[str,
     if not isinstance(name, str) or not name:
         raise ValueError(f"{where}: name must be a non-empty string, got {name!r}")
     if classes is not None and name not in classes:
-        raise ValueError(f"{where}: name {name!r} is not in dataset.json classes{_suggest(name, classes)}")
+        raise ValueError(f"{where}: name {name!r} is not in dataset.json classes{did_you_mean(name, classes)}")
     num_points = box.get("num_points", -1)
     if "num_points" in box and (not isinstance(num_points, int) or isinstance(num_points, bool) or num_points < 0):
         raise ValueError(f"{where}: num_points must be an integer >= 0, got {num_points!r}")
@@ -149,12 +154,7 @@ def _numbers(value: Any, count: int, where: str, key: str) -> list[float]:
 def _check_keys(record: dict, allowed: Sequence[str], where: str) -> None:
     for key in record:
         if key not in allowed:
-            raise ValueError(f"{where}: unknown key {key!r}{_suggest(key, allowed)}; valid keys: {', '.join(allowed)}")
-
-
-def _suggest(word: str, choices: Sequence[str]) -> str:
-    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.5)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"{where}: unknown key {key!r}{did_you_mean(key, allowed)}; valid keys: {', '.join(allowed)}")
 
 
 def _read_json(path: Path) -> Any:
@@ -293,7 +293,7 @@ def _split_ids(root: Path, split: str | None, point_files: dict[str, Path]) -> l
             continue
         if frame_id not in point_files:
             raise ValueError(f"{path}:{number}: frame {frame_id!r} has no point file in {root / 'points'}"
-                             f"{_suggest(frame_id, sorted(point_files))}")
+                             f"{did_you_mean(frame_id, sorted(point_files))}")
         if frame_id in ids:
             raise ValueError(f"{path}:{number}: frame {frame_id!r} listed twice")
         ids.append(frame_id)

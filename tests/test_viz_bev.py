@@ -38,3 +38,16 @@ def test_empty_cloud_and_no_boxes_render(tmp_path):
 def test_points_outside_view_are_skipped_without_error(tmp_path):
     points = torch.tensor([[1e6, 1e6, 0.0, 0.0], [1.0, 1.0, 0.0, 0.0]])
     render_bev(_sample(torch.zeros((0, 7)), [], points), tmp_path / "far.png")
+
+
+def test_scored_boxes_far_outside_the_view_render(tmp_path):
+    """An untrained model's boxes reach 1e9 m; their score labels must not reach the rasteriser."""
+    from pointformer.structures import Detections
+
+    boxes = torch.tensor([[1e9, 2e9, 0.0, 1e9, 1e9, 1.0, 0.0], [-30.0, -30.0, 0.0, 12.0, 3.0, 3.5, 0.0]])
+    far = Detections(Boxes3D(boxes), torch.tensor([0.5, 0.9]), torch.tensor([0, 0]))
+    image = imread(render_bev(_sample(torch.zeros((0, 7)), []), tmp_path / "far_boxes.png", predictions=far,
+                              class_names=["bus"], view=BevView(half_extent=60.0)))
+    mask = _pixels_near(image, class_color("bus"))
+    height, width = image.shape[:2]
+    assert mask[height // 2:, : width // 2].sum() > 20  # the box in view is still drawn

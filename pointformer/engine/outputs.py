@@ -35,9 +35,9 @@ def detections_document(detections: Detections, class_names: Sequence[str], **ex
 
 
 def drawable(detections: Detections, point_cloud_range: Sequence[float]) -> Detections:
-    """The detections a BEV picture of ``point_cloud_range`` can show: finite, centre inside the
-    range, length and width within its extent (an untrained model predicts sizes of ~1e9 m,
-    which matplotlib cannot lay out)."""
+    """The detections a BEV picture of ``point_cloud_range`` shows (and lists in its legend):
+    finite, centre inside the range, length and width within its extent (an untrained model
+    predicts sizes of ~1e9 m)."""
     boxes = detections.boxes.tensor
     x0, y0, _, x1, y1, _ = (float(v) for v in point_cloud_range)
     extent = max(x1 - x0, y1 - y0)

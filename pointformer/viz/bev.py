@@ -70,9 +70,9 @@ def draw_bev_panel(
     _draw_range_rings(ax, view)
     names = set()
     if ground_truth is not None:
-        names |= _draw_boxes(ax, ground_truth, linestyle="-")
+        names |= _draw_boxes(ax, ground_truth, view, linestyle="-")
     if predictions is not None:
-        names |= _draw_boxes(ax, predictions, linestyle=prediction_linestyle, scores=scores)
+        names |= _draw_boxes(ax, predictions, view, linestyle=prediction_linestyle, scores=scores)
     _draw_ego(ax)
     ax.set_xlim(-view.half_extent, view.half_extent)
     ax.set_ylim(-view.half_extent, view.half_extent)
@@ -196,7 +196,11 @@ def _draw_range_rings(ax, view: BevView) -> None:
         ax.text(radius * 0.7071, radius * 0.7071, f"{radius:g} m", color="#777777", fontsize=7)
 
 
-def _draw_boxes(ax, annotations: Annotations, linestyle: str, scores: np.ndarray | None = None) -> set[str]:
+def _draw_boxes(ax, annotations: Annotations, view: BevView, linestyle: str,
+                scores: np.ndarray | None = None) -> set[str]:
+    """Outlines and heading lines (clipped by the axes); scores only where their corner lies in
+    the view: matplotlib still rasterises clipped text, and fails on anchors far out (an
+    untrained model's boxes reach 1e9 m)."""
     if len(annotations) == 0:
         return set()
     corners = annotations.boxes.bev_corners().detach().cpu().numpy()
@@ -207,7 +211,7 @@ def _draw_boxes(ax, annotations: Annotations, linestyle: str, scores: np.ndarray
         ax.plot(closed[:, 0], closed[:, 1], color=color, lw=1.2, ls=linestyle)
         front = (polygon[0] + polygon[3]) / 2  # midpoint of the front edge
         ax.plot([centers[i, 0], front[0]], [centers[i, 1], front[1]], color=color, lw=1.2, ls=linestyle)
-        if scores is not None:
+        if scores is not None and bool(np.all(np.abs(polygon[0]) <= view.half_extent)):
             ax.text(polygon[0, 0], polygon[0, 1], f"{scores[i]:.2f}", color=color, fontsize=6, clip_on=True)
     return set(annotations.names)
 

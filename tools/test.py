@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
 
     from pointformer.engine.config import load_config
+    from pointformer.engine.outputs import render_test_samples, write_test_outputs
     from pointformer.engine.runner import RunOptions, evaluate
 
     out = args.out or args.ckpt.resolve().parent.parent / "test"
@@ -63,9 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     if module.global_rank != 0:
         return 0
     evaluation = module.test_evaluation
-    written = write_outputs(config, module, datamodule, out)
+    written = write_test_outputs(config, module, datamodule, out)
     if args.render:
-        written += render(config, module, datamodule, out, args.render)
+        written += render_test_samples(config, module, datamodule, out, args.render)
     console = Console(width=160)
     if evaluation is not None and evaluation.table() is not None:
         console.print(evaluation.table())
@@ -74,64 +75,6 @@ def main(argv: list[str] | None = None) -> int:
     for path in written:
         console.print(f"wrote {path}")
     return 0
-
-
-def write_outputs(config, module, datamodule, out: Path) -> list[Path]:
-    """Metrics JSON (+ details) and, for detection, the results file of the benchmark."""
-    from pointformer.engine.outputs import write_json
-
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    evaluation = module.test_evaluation
-    if evaluation is not None:
-        written.append(write_json(out / "metrics_summary.json", evaluation.summary))
-        if evaluation.details is not None:
-            written.append(write_json(out / "metrics_details.json", evaluation.details))
-    predictions = getattr(module, "test_predictions", None)
-    if config.task != "detection" or not predictions:
-        return written
-    infos = [info for info in datamodule.datasets["test"].infos if info.sample_id in predictions]
-    if config.eval.benchmark == "nuscenes" or infos and infos[0].dataset == "nuscenes":
-        from pointformer.evaluation.nuscenes_results import write_results
-
-        written.append(write_results(out / "results_nusc.json", predictions, infos, config.dataset.class_names))
-    elif config.eval.benchmark == "waymo":
-        from pointformer.evaluation.waymo import WaymoPredictions, write_waymo_results
-
-        frames = {sample: WaymoPredictions.from_detections(found, config.dataset.class_names)
-                  for sample, found in predictions.items()}
-        write_waymo_results(out / "results_waymo.json", frames)
-        written.append(out / "results_waymo.json")
-    return written
-
-
-def render(config, module, datamodule, out: Path, count: int) -> list[Path]:
-    """BEV of ground truth vs predictions (detection) or labels vs predicted labels (segmentation)."""
-    import torch
-
-    from pointformer.data.dataset import collate
-    from pointformer.engine.outputs import render_detections, render_labels
-
-    dataset = datamodule.datasets["test"]
-    model = module.model.eval()
-    predictions = getattr(module, "test_predictions", None) or {}
-    written = []
-    for index in range(min(count, len(dataset))):
-        sample = dataset[index]
-        batch = collate([sample], ignore_index=config.dataset.ignore_index)
-        path = out / f"bev_{index:02d}.png"
-        with torch.no_grad():
-            if config.task == "detection":
-                detections = predictions.get(sample.meta["sample_id"])
-                if detections is None:
-                    detections = module.predict_batch(batch, model(batch))[0]
-                written.append(render_detections(sample, detections, path, config.dataset.class_names,
-                                                 config.dataset.point_cloud_range, with_truth=True))
-            else:
-                truth = None if batch.point_labels is None else batch.point_labels.cpu().numpy()
-                written.append(render_labels(sample, path, model.predict(batch).cpu().numpy(),
-                                             config.dataset.class_names, truth, config.dataset.ignore_index))
-    return written
 
 
 if __name__ == "__main__":

@@ -122,12 +122,20 @@ class EMA(pl.Callback):
 
 class Throughput(pl.Callback):
     """Training samples per second (all ranks) in the progress bar and the logs, timed from one
-    batch end to the next (data loading included) and smoothed over ``window`` batches."""
+    batch end to the next (data loading included) and smoothed over ``window`` batches;
+    ``samples`` / ``seconds`` add up every timed batch of the fit (validation excluded)."""
 
     def __init__(self, window: int = 20):
         self.window = window
         self._last: float | None = None
         self._recent: list[tuple[int, float]] = []
+        self.samples = 0
+        self.seconds = 0.0
+
+    @property
+    def samples_per_second(self) -> float:
+        """Mean over the whole fit (0 before the second batch)."""
+        return self.samples / self.seconds if self.seconds > 0 else 0.0
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._last = time.perf_counter()
@@ -136,7 +144,10 @@ class Throughput(pl.Callback):
                            batch_idx: int) -> None:
         now = time.perf_counter()
         if self._last is not None:
-            self._recent = (self._recent + [(len(batch) * trainer.world_size, now - self._last)])[-self.window:]
+            count, duration = len(batch) * trainer.world_size, now - self._last
+            self.samples += count
+            self.seconds += duration
+            self._recent = (self._recent + [(count, duration)])[-self.window:]
             samples = sum(count for count, _ in self._recent)
             seconds = sum(duration for _, duration in self._recent)
             if seconds > 0:

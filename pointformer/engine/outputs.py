@@ -70,3 +70,58 @@ def render_labels(sample: Sample, path: str | Path, predicted: np.ndarray, class
     if truth is None:
         return render_segmentation(sample, path, labels=predicted, label_names=names)
     return render_segmentation(sample, path, labels=truth, predicted_labels=predicted, label_names=names)
+
+
+def write_test_outputs(config, module, datamodule, out: Path) -> list[Path]:
+    """After ``runner.evaluate``: the metrics JSON (+ details) and, for detection, the results
+    file of the benchmark (nuScenes submission or Waymo-style predictions) in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    evaluation = module.test_evaluation
+    if evaluation is not None:
+        written.append(write_json(out / "metrics_summary.json", evaluation.summary))
+        if evaluation.details is not None:
+            written.append(write_json(out / "metrics_details.json", evaluation.details))
+    predictions = getattr(module, "test_predictions", None)
+    if config.task != "detection" or not predictions:
+        return written
+    infos = [info for info in datamodule.datasets["test"].infos if info.sample_id in predictions]
+    if config.eval.benchmark == "nuscenes" or infos and infos[0].dataset == "nuscenes":
+        from pointformer.evaluation.nuscenes_results import write_results
+
+        written.append(write_results(out / "results_nusc.json", predictions, infos, config.dataset.class_names))
+    elif config.eval.benchmark == "waymo":
+        from pointformer.evaluation.waymo import WaymoPredictions, write_waymo_results
+
+        frames = {sample: WaymoPredictions.from_detections(found, config.dataset.class_names)
+                  for sample, found in predictions.items()}
+        write_waymo_results(out / "results_waymo.json", frames)
+        written.append(out / "results_waymo.json")
+    return written
+
+
+def render_test_samples(config, module, datamodule, out: Path, count: int) -> list[Path]:
+    """After ``runner.evaluate``: ``bev_<i>.png`` of the first ``count`` test samples, ground truth
+    beside the predictions (detection) or labels beside predicted labels (segmentation)."""
+    from pointformer.data.dataset import collate
+
+    dataset = datamodule.datasets["test"]
+    model = module.model.eval()
+    predictions = getattr(module, "test_predictions", None) or {}
+    written = []
+    for index in range(min(count, len(dataset))):
+        sample = dataset[index]
+        batch = collate([sample], ignore_index=config.dataset.ignore_index)
+        path = out / f"bev_{index:02d}.png"
+        with torch.no_grad():
+            if config.task == "detection":
+                detections = predictions.get(sample.meta["sample_id"])
+                if detections is None:
+                    detections = module.predict_batch(batch, model(batch))[0]
+                written.append(render_detections(sample, detections, path, config.dataset.class_names,
+                                                 config.dataset.point_cloud_range, with_truth=True))
+            else:
+                truth = None if batch.point_labels is None else batch.point_labels.cpu().numpy()
+                written.append(render_labels(sample, path, model.predict(batch).cpu().numpy(),
+                                             config.dataset.class_names, truth, config.dataset.ignore_index))
+    return written

@@ -45,6 +45,7 @@ class MeanVFE(nn.Module):
         self.in_channels = _positive_int(in_channels, "in_channels")
         self.grid = VoxelGrid.create(voxel_size, point_cloud_range)
         self.out_channels = self.in_channels
+        self.point_feat_channels = 0  # no per-point features
 
     @property
     def spatial_shape(self) -> tuple[int, int, int]:
@@ -110,6 +111,7 @@ class DynamicVFE(nn.Module):
             )
         self.vfe_layers = nn.ModuleList(layers)
         self.out_channels = widths[-1]
+        self.point_feat_channels = widths[-1]  # per-point features of the last layer (EncodedVoxels.point_feats)
 
     @property
     def spatial_shape(self) -> tuple[int, int, int]:

@@ -38,9 +38,8 @@ class Segmentor(nn.Module):
                              voxel_size=list(voxel_size), point_cloud_range=list(point_cloud_range))
         backbone = build_part("backbone", config["backbone"], in_channels=encoder.out_channels,
                               spatial_shape=encoder.spatial_shape)
-        point_channels_out = getattr(encoder, "point_channels", 0)
         head = build_part("head", config["head"], voxel_channels=backbone.out_channels, num_classes=num_classes,
-                          point_channels=point_channels_out, ignore_index=ignore_index)
+                          point_channels=encoder.point_feat_channels, ignore_index=ignore_index)
         return cls(encoder, backbone, head)
 
     def forward(self, batch) -> torch.Tensor:

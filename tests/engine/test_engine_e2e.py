@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import tool
+from conftest import ALL_CLASSES, tool
 
 from pointformer.data.infos import load_infos
 from pointformer.engine.checkpoint import load_checkpoint_file
@@ -162,3 +162,29 @@ def test_bad_paths_and_configs_are_clear_errors(detector_config, tmp_path, capsy
     assert train_tool.main([str(detector_config), "--resume", str(tmp_path / "gone.ckpt"), "--work-dir",
                             str(tmp_path / "w")]) == 2
     assert "gone.ckpt" in capsys.readouterr().err
+
+
+def test_quickstart_generates_trains_evaluates_and_reports(detector_config, tmp_path, capsys):
+    """The README's main job at toy size: it makes its data, trains, scores the held-out scenes
+    and writes what it promises; a second run reuses the data."""
+    quickstart = tool("quickstart")
+    data, work_dir = tmp_path / "data", tmp_path / "demo"
+    arguments = ["--data", str(data), "--work-dir", str(work_dir), "--config", str(detector_config), "--scenes", "2",
+                 "--samples-per-scene", "2", "--renders", "1", "train.max_steps=2", *QUIET]
+    assert quickstart.main(arguments) == 0
+    for name in ("checkpoints/last.ckpt", "config.yaml", "metrics_summary.json", "metrics_details.json",
+                 "results_nusc.json", "bev_00.png", "curves.png", "class_ap.png", "quickstart.json"):
+        assert (work_dir / name).is_file(), name
+    assert not (work_dir / "checkpoints" / "best.ckpt").exists()  # no validation during training
+    summary = json.loads((work_dir / "metrics_summary.json").read_text())
+    figures = json.loads((work_dir / "quickstart.json").read_text())
+    assert figures["steps"] == 2 and figures["samples_per_second"] > 0
+    assert figures["car_ap_2m"] == summary["label_aps"]["car"]["2.0"]
+    assert figures["NDS"] == summary["nd_score"] and set(figures["ap_2m"]) == set(summary["label_aps"])
+    infos, _ = load_infos(data / "pointformer_infos_val.json")
+    assert set(read_results(work_dir / "results_nusc.json", infos, ALL_CLASSES)) == {i.sample_id for i in infos}
+    output = capsys.readouterr().out
+    assert "car AP @ 2 m on the held-out scenes" in output and "NDS" in output
+
+    assert quickstart.main(arguments) == 0
+    assert "using the synthetic dataset" in capsys.readouterr().out

@@ -392,6 +392,20 @@ def test_loss_gradients_reach_every_parameter():
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
 
 
+
+def test_initial_heatmap_logits_stay_near_the_prior():
+    """Every heatmap logit of a fresh head lies near ``init_bias`` (focal loss starts small), at
+    the widths the configs use."""
+    for width in (16, 32, 64):
+        head = make_head(in_channels=width, share_conv_channels=width, head_conv=width, init_bias=-2.19)
+        with torch.no_grad():
+            preds = head(torch.randn(2, width, 48, 64, generator=torch.Generator().manual_seed(width)))
+        for task in preds:
+            heatmap = task["heatmap"]
+            # Kaiming weights on the last conv spread them with a std of 2 to 4 at these widths.
+            assert float(heatmap.std()) < 0.6, (width, float(heatmap.std()))
+            assert float(heatmap.mean()) == pytest.approx(-2.19, abs=0.5)
+
 def test_loss_with_empty_sample_and_single_task_sample():
     head = make_head()
     generator = torch.Generator().manual_seed(10)

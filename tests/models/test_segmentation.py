@@ -110,6 +110,20 @@ def test_segmentor_overfits_one_labelled_cloud():
     assert accuracy > 0.98
 
 
+def test_segmentor_head_sees_the_encoders_per_point_features():
+    """Two points of one voxel get different logits only through DynamicVFE's per-point features
+    (devoxelised features are equal within a voxel); MeanVFE has none to give."""
+    model = build_small_segmentor().eval()
+    assert model.head.point_channels == model.encoder.out_channels == 32
+    same_voxel = torch.tensor([[1.05, 1.05, 0.1, 0.2], [1.35, 1.3, 0.4, 0.9]])
+    with torch.no_grad():
+        logits = model(_Batch(PointBatch(same_voxel, torch.tensor([0, 2])), torch.zeros(2, dtype=torch.int64)))
+    assert not torch.allclose(logits[0], logits[1])
+    mean_config = {**SMALL_SEGMENTOR, "encoder": {"type": "MeanVFE"}}
+    mean_model = Segmentor.from_config(mean_config, 3, 4, [0.4, 0.4, 0.5], [-12.8, -12.8, -2.0, 12.8, 12.8, 3.0])
+    assert mean_model.head.point_channels == 0
+
+
 def test_segmentor_checks_its_config_and_backbone_stride():
     with pytest.raises(ValueError, match=r"model.backbone.type: unknown backbone 'FlatFormr' \(did you mean 'FlatFormer'"):
         Segmentor.from_config({**SMALL_SEGMENTOR, "backbone": {"type": "FlatFormr"}}, 3, 4, [0.4, 0.4, 0.5],

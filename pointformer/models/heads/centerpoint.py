@@ -176,8 +176,11 @@ def _conv_norm_relu(in_channels: int, out_channels: int, kernel: int, eps: float
 
 class SeparateHead(nn.Module):
     """One task's branches: for each ``name -> (out_channels, num_convs)``, ``num_convs - 1``
-    conv-BN-ReLU layers of ``head_conv`` channels and a final conv with bias. Kaiming-normal
-    (fan-out) weights; the ``heatmap`` branch's last bias starts at ``init_bias``."""
+    conv-BN-ReLU layers of ``head_conv`` channels and a final conv with bias. Regression
+    branches get Kaiming-normal (fan-out) weights; the ``heatmap`` branch keeps PyTorch's default
+    initialisation with its last bias at ``init_bias`` (OpenPCDet's rule), so every heatmap
+    logit starts near ``init_bias``: Kaiming weights on the last conv spread the initial logits
+    over several units and the focal loss starts in the hundreds."""
 
     def __init__(self, in_channels: int, branches: dict[str, tuple[int, int]], head_conv: int = 64,
                  final_kernel: int = 3, init_bias: float = -2.19, norm_eps: float = 1e-3, norm_momentum: float = 0.01):
@@ -194,11 +197,14 @@ class SeparateHead(nn.Module):
                 channels = head_conv
             layers.append(nn.Conv2d(channels, out_channels, final_kernel, padding=final_kernel // 2, bias=True))
             self.branches[name] = nn.Sequential(*layers)
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+        for name, branch in self.branches.items():
+            if name == "heatmap":
+                continue
+            for module in branch.modules():
+                if isinstance(module, nn.Conv2d):
+                    nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                    if module.bias is not None:
+                        nn.init.zeros_(module.bias)
         if "heatmap" in self.branches:
             nn.init.constant_(self.branches["heatmap"][-1].bias, init_bias)
 

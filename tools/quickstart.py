@@ -17,6 +17,7 @@ evaluation, pictures.
      results_nusc.json            the predictions as a nuScenes submission (the devkit reads it)
      bev_<i>.png                  ground truth beside the predictions, first val samples
      curves.png, class_ap.png     training curves; AP per class and distance threshold
+     pr_curves.png                precision-recall curves per class
      quickstart.json              timings, throughput and the headline metrics
    and prints the metrics table.
 
@@ -122,9 +123,10 @@ def run_evaluation(config, args: argparse.Namespace) -> tuple[object, list[Path]
 
 
 def plot_run(args: argparse.Namespace) -> list[Path]:
+    """curves.png, class_ap.png and pr_curves.png of the work directory."""
     from pointformer.viz.plots import plot_run as plot_run_folder
 
-    return [path for path in plot_run_folder(args.work_dir, args.work_dir) if path.name != "pr_curves.png"]
+    return plot_run_folder(args.work_dir, args.work_dir)
 
 
 def report(args: argparse.Namespace, evaluation, figures: dict[str, float]) -> dict[str, float]:

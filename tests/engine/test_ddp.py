@@ -28,7 +28,7 @@ from conftest import REPO, TOOLS, tool
 from pointformer.engine.checkpoint import load_checkpoint_file
 
 STEPS = 4
-LR = 2e-3
+LR = 5e-4  # small steps: Adam turns the ranks' all-reduce rounding into lr-sized steps on near-zero gradients
 COMMON = [f"train.max_steps={STEPS}", "train.limit_val_batches=2", f"train.optimizer.lr={LR}"]
 FIRST_LOSS_RTOL = 1e-5   # same weights: only the forward's rounding differs
 LOSS_RTOL = 1e-3

@@ -192,10 +192,10 @@ def results_document(
 ) -> dict[str, Any]:
     """The submission document of :func:`write_results` (see there), as a dict."""
     poses = sample_poses(infos)
-    class_names = _check_class_names(class_names, "class_names")
-    table = detections_table(detections, poses, list(poses), class_names, class_names, attributes=attributes,
-                             max_boxes_per_sample=max_boxes_per_sample)
     tokens = list(poses)
+    class_names = _check_class_names(class_names, "class_names")
+    table = detections_table(detections, poses, tokens, class_names, class_names, attributes=attributes,
+                             max_boxes_per_sample=max_boxes_per_sample)
     names = [class_names[i] for i in table.label.tolist()]
     attribute_names = ["" if i < 0 else ATTRIBUTE_NAMES[i] for i in table.attribute.tolist()]
     columns = (table.translation.tolist(), table.size.tolist(), table.rotation.tolist(), table.velocity.tolist(),
